@@ -1,0 +1,1 @@
+"""Client side of fedglobal: RegionalClient and the Flower ClientApp."""

@@ -1,0 +1,128 @@
+"""The Flower ClientApp of a regional client (component ``clients.app:app``).
+
+The same app runs on every engine. Its region comes from the node config
+(``region``, and in deployment ``data-path``, the region's own file); the
+experiment and the federated schema arrive in each message's config. The
+region's rows are loaded here, on the client, and never leave it: replies hold
+model weights, counts and scalar statistics only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.regional import RegionalClient
+from fedglobal import data, metrics
+from fedglobal.config import ExperimentConfig, load_config
+from fedglobal.errors import DataError
+from fedglobal.weights import from_record, to_record
+
+app = ClientApp()
+
+LOCAL_STATE_KEY = "fedglobal-last-trained"
+
+
+@functools.lru_cache(maxsize=16)
+def _experiment(toml_text: str, base_dir: str) -> ExperimentConfig:
+    import tomllib
+
+    return ExperimentConfig.from_dict(tomllib.loads(toml_text), base_dir=base_dir)
+
+
+def experiment_from(config: ConfigRecord) -> ExperimentConfig:
+    """The experiment carried in a message's config."""
+    return _experiment(str(config["experiment"]), str(config.get("base-dir", ".")))
+
+
+def _region(context: Context) -> tuple[str, str | None]:
+    region = context.node_config.get("region")
+    if not region:
+        raise DataError("this node has no 'region' in its node config (e.g. region='europe')")
+    path = context.node_config.get("data-path")
+    return str(region), (str(path) if path else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _table(cfg: ExperimentConfig, region: str, data_path: str | None) -> data.RegionTable:
+    return data.load_region(cfg, region, data_path=data_path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _client(
+    cfg: ExperimentConfig, region: str, data_path: str | None, schema_json: str
+) -> RegionalClient:
+    schema = data.Schema.from_json(schema_json)
+    arrays = data.encode(_table(cfg, region, data_path), schema)
+    return RegionalClient(arrays, cfg, schema)
+
+
+def _meta(region: str, config: ConfigRecord) -> ConfigRecord:
+    return ConfigRecord({"region": region, "round": int(config.get("server-round", 0))})
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    """Send the region's aggregate statistics (sums, counts, label set); no rows."""
+    config = message.content["config"]
+    cfg = experiment_from(config)
+    region, path = _region(context)
+    stats = data.local_stats(_table(cfg, region, path), cfg)
+    scalars, lists = stats.to_records()
+    meta = _meta(region, config)
+    content = RecordDict(
+        {"metrics": MetricRecord(scalars), "lists": ConfigRecord(lists), "meta": meta}
+    )
+    return Message(content, reply_to=message)
+
+
+def _weights_for(message: Message, context: Context) -> dict:
+    """Global weights, with this region's own copy of any layer it keeps local."""
+    config = message.content["config"]
+    weights = from_record(message.content["arrays"])
+    local_names = list(config.get("local-layers", []))
+    saved = context.state.get(LOCAL_STATE_KEY)
+    if local_names and saved is not None:
+        own = from_record(saved)
+        weights.update({n: own[n] for n in local_names if n in own})
+    return weights
+
+
+def _client_for(message: Message, context: Context) -> RegionalClient:
+    config = message.content["config"]
+    region, path = _region(context)
+    return _client(experiment_from(config), region, path, str(config["schema"]))
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Local training from the global weights; reply with new weights and the count."""
+    config = message.content["config"]
+    client = _client_for(message, context)
+    result = client.fit(_weights_for(message, context), int(config["server-round"]))
+    if "local-layers" in config:
+        context.state[LOCAL_STATE_KEY] = to_record(result.weights)
+    content = RecordDict(
+        {
+            "arrays": to_record(result.weights),
+            "metrics": MetricRecord({"num-examples": result.num_examples, **result.metrics}),
+            "meta": _meta(client.region, config),
+        }
+    )
+    return Message(content, reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Test-split metrics of the global model (with local layers, if any)."""
+    config = message.content["config"]
+    client = _client_for(message, context)
+    result = client.evaluate(_weights_for(message, context))
+    values = {"num-examples": result.num_examples, **metrics.to_record_values(result.stats)}
+    content = RecordDict(
+        {"metrics": MetricRecord(values), "meta": _meta(client.region, config)}
+    )
+    return Message(content, reply_to=message)
+

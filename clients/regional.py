@@ -1,0 +1,133 @@
+"""RegionalClient: one region's local training and evaluation, in Keras.
+
+The client trains the process's compiled model (see ``clients.models``) on its
+own region's rows only, under the ``tf.distribute`` strategy named in the
+config. Weights come in and go out *named* by Keras variable path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from clients.models import CompiledModel, compiled_model
+from fedglobal import metrics
+from fedglobal.config import ExperimentConfig
+from fedglobal.data import RegionArrays, Schema, make_dataset, shuffle_seed
+
+_PREDICT_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a client sends back after local training: weights, count, metrics."""
+
+    weights: dict[str, np.ndarray]
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """Test-split metrics and the sufficient statistics they come from."""
+
+    num_examples: int
+    metrics: dict[str, float]
+    stats: dict[str, float]
+
+
+class RegionalClient:
+    """Trains and evaluates the global model on one region's data.
+
+    Args:
+        arrays: the region's encoded train and test rows.
+        config: the experiment (``[model]`` and ``[client]`` sections are used).
+        schema: the federated schema the model is built for.
+    """
+
+    def __init__(self, arrays: RegionArrays, config: ExperimentConfig, schema: Schema) -> None:
+        self.arrays = arrays
+        self.config = config
+        self.schema = schema
+        self._compiled: CompiledModel = compiled_model(config.model, config.client, schema)
+
+    @property
+    def region(self) -> str:
+        return self.arrays.region
+
+    @property
+    def model(self) -> keras.Model:
+        return self._compiled.model
+
+    @property
+    def variable_names(self) -> list[str]:
+        return list(self._compiled.names)
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Load named weights into the model (every variable must be given)."""
+        names = self._compiled.names
+        missing = [n for n in names if n not in weights]
+        if missing:
+            raise ValueError(f"region {self.region}: weights lack variables {missing[:5]}")
+        self.model.set_weights([weights[n] for n in names])
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The model's current weights, named."""
+        return dict(zip(self._compiled.names, self.model.get_weights(), strict=True))
+
+    def fit(self, weights: Mapping[str, np.ndarray], server_round: int) -> FitResult:
+        """Local training from ``weights``; returns the new weights and train loss."""
+        client = self.config.client
+        seed = shuffle_seed(self.config.experiment.seed, server_round, self.region)
+        keras.utils.set_random_seed(seed)
+        self.set_weights(weights)
+        self._compiled.reset_optimizer()
+        x, y = self.arrays.x_train, self.arrays.y_train
+        data = make_dataset(
+            x,
+            y,
+            batch_size=client.batch_size,
+            shuffle=client.shuffle,
+            seed=seed,
+            repeat=client.steps is not None,
+        )
+        with self._compiled.strategy.scope():
+            history = self.model.fit(
+                data,
+                epochs=1 if client.steps else client.epochs,
+                steps_per_epoch=client.steps,
+                verbose=0,
+            )
+        losses = history.history.get("loss", [float("nan")])
+        return FitResult(
+            weights=self.get_weights(),
+            num_examples=len(x),
+            metrics={"loss": float(losses[-1])},
+        )
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Model outputs for ``x`` (probabilities, or predictions in target units)."""
+        outs = [
+            np.asarray(self.model(x[i : i + _PREDICT_CHUNK], training=False))
+            for i in range(0, len(x), _PREDICT_CHUNK)
+        ]
+        return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+    def evaluate(self, weights: Mapping[str, np.ndarray] | None = None) -> EvaluateResult:
+        """Metrics on the region's test split (loss plus task metrics)."""
+        if weights is not None:
+            self.set_weights(weights)
+        x, y = self.arrays.x_test, self.arrays.y_test
+        out = self.predict(x)
+        if self.schema.task == "classification":
+            stats = metrics.classification_stats(y, out, self.schema.num_classes)
+        else:
+            stats = metrics.regression_stats(y, out)
+        return EvaluateResult(
+            num_examples=len(x),
+            metrics=metrics.finalize(stats, self.schema.task),
+            stats=stats,
+        )

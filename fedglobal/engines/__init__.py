@@ -1,0 +1,26 @@
+"""Engines: how messages reach clients. They differ only in their Flower Grid.
+
+The engines never import ``clients``: they load the ServerApp and ClientApp by
+component reference, the same strings as ``[tool.flwr.app.components]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fedglobal.errors import EngineError
+
+SERVER_APP = "fedglobal.server_app:app"
+CLIENT_APP = "clients.app:app"
+
+ENGINES = ("inprocess", "ray", "deployment")
+
+
+def load_component(reference: str) -> Any:
+    """Load ``module:attribute`` (a Flower app component reference)."""
+    module_name, _, attribute = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise EngineError(f"cannot load app component {reference!r}: {exc}") from exc

@@ -1,0 +1,173 @@
+"""The Flower ServerApp (component ``fedglobal.server_app:app``).
+
+Written once for every engine. One run:
+
+1. asks every region for aggregate statistics (sums, counts, label sets) and
+   merges them into the federated schema (normalisation, classes, encoding);
+2. builds the model for that schema -> initial *named* weights;
+3. evaluates the initial model (round 0), then runs ``strategy.start``;
+4. writes the run folder: config.toml, history.csv, summary.json, model.keras
+   and a checkpoint.
+
+Flower's run_config carries the resolved experiment (TOML text), the folder
+the experiment's relative paths are resolved against, and the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+import strategies
+from fedglobal import data
+from fedglobal.config import ExperimentConfig
+from fedglobal.errors import RunError
+from fedglobal.history import HistoryRecorder
+from fedglobal.progress import RoundProgress
+from fedglobal.run_folder import write_run_folder
+from fedglobal.weights import from_record, to_record
+
+app = ServerApp()
+
+QUERY_STATS = "query"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point Flower calls on every engine."""
+    run_federation(grid, context.run_config)
+
+
+def experiment_from_run_config(run_config: dict[str, Any]) -> ExperimentConfig:
+    """The experiment carried in Flower's run_config."""
+    raw = tomllib.loads(str(run_config["experiment-toml"]))
+    return ExperimentConfig.from_dict(raw, base_dir=str(run_config.get("base-dir", ".")))
+
+
+def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected:
+            return nodes
+        if time.monotonic() > deadline:
+            raise RunError(
+                f"waited {timeout:.0f}s for {expected} regional clients; "
+                f"only {len(nodes)} connected"
+            )
+        time.sleep(0.2)
+
+
+def federated_schema(
+    grid: Grid, cfg: ExperimentConfig, base_config: ConfigRecord, timeout: float
+) -> tuple[data.Schema, list[str]]:
+    """Ask every connected region for its statistics and merge them into the schema."""
+    nodes = sorted(grid.get_node_ids())
+    messages = [
+        Message(RecordDict({"config": ConfigRecord(dict(base_config))}), node, QUERY_STATS)
+        for node in nodes
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    stats, regions, failed = [], [], []
+    for reply in replies:
+        if reply.has_error():
+            failed.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            continue
+        content = reply.content
+        stats.append(data.LocalStats.from_records(content["metrics"], content["lists"]))
+        regions.append(str(content["meta"]["region"]))
+    if failed:
+        raise RunError("regions failed to report their statistics: " + "; ".join(failed))
+    if len(replies) < len(nodes):
+        raise RunError(
+            f"only {len(replies)} of {len(nodes)} regions reported statistics within {timeout}s"
+        )
+    return data.merge_stats(stats, cfg), sorted(regions)
+
+
+def initial_weights(cfg: ExperimentConfig, schema: data.Schema) -> tuple[Any, dict]:
+    """The model and its initial named weights, seeded by the experiment's seed."""
+    import keras
+
+    from fedglobal.models import build_model
+
+    keras.utils.set_random_seed(cfg.experiment.seed)
+    model = build_model(cfg.model, schema)
+    return model, {v.path: np.asarray(v.numpy()) for v in model.weights}
+
+
+def build_strategy(cfg: ExperimentConfig, recorder: HistoryRecorder) -> Any:
+    """The configured strategy, seeded, with the recorder as its metric aggregator."""
+    return strategies.get(
+        cfg.strategy.name,
+        **{
+            "seed": cfg.experiment.seed,
+            "wait_timeout": cfg.experiment.round_timeout,
+            **cfg.strategy.params,
+            "train_metrics_aggr_fn": recorder.aggregate_train,
+            "evaluate_metrics_aggr_fn": recorder.aggregate_evaluate,
+        },
+    )
+
+
+def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
+    """Run one experiment on ``grid`` and write its run folder."""
+    started = time.time()
+    cfg = experiment_from_run_config(run_config)
+    run_dir = Path(str(run_config["run-dir"]))
+    quiet = bool(run_config.get("quiet", False))
+    if quiet:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    timeout = cfg.experiment.round_timeout
+
+    progress = RoundProgress(cfg.experiment.rounds, cfg.data.task, quiet=quiet)
+    recorder = HistoryRecorder(task=cfg.data.task, on_round=progress)
+    strategy = build_strategy(cfg, recorder)
+    _wait_for_nodes(grid, getattr(strategy, "min_available_nodes", 1), timeout)
+
+    base_config = ConfigRecord(
+        {"experiment": cfg.to_toml(), "base-dir": cfg.base_dir, "server-round": 0}
+    )
+    schema, regions = federated_schema(grid, cfg, base_config, timeout)
+    model, weights = initial_weights(cfg, schema)
+
+    if hasattr(strategy, "bind"):
+        strategy.bind(list(weights))
+
+    round_config = ConfigRecord({**dict(base_config), "schema": schema.to_json()})
+    arrays = to_record(weights)
+    initial = strategy.configure_evaluate(0, arrays, ConfigRecord(dict(round_config)), grid)
+    strategy.aggregate_evaluate(0, grid.send_and_receive(initial, timeout=timeout))
+
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=arrays,
+        num_rounds=cfg.experiment.rounds,
+        timeout=timeout,
+        train_config=ConfigRecord(dict(round_config)),
+        evaluate_config=ConfigRecord(dict(round_config)),
+    )
+    final = from_record(result.arrays) if result.arrays is not None else weights
+    model.set_weights([final[v.path] for v in model.weights])
+    write_run_folder(
+        run_dir,
+        cfg=cfg,
+        history=recorder.frame(),
+        model=model,
+        weights=final,
+        schema=schema,
+        regions=regions,
+        extra={
+            "wall_time_s": time.time() - started,
+            "rejected_updates": list(getattr(strategy, "rejected", [])),
+            "failed_replies": list(getattr(strategy, "failures", [])),
+            "engine": str(run_config.get("engine", cfg.experiment.engine)),
+        },
+    )

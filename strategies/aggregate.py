@@ -1,0 +1,334 @@
+"""Pure aggregation maths over named arrays.
+
+An *update* is a ``(client_label, arrays, weight)`` triple, where ``arrays`` maps
+Keras variable paths (``"dense/kernel"``) to NumPy arrays. The functions here
+implement Federated Averaging (McMahan et al. 2017, "Communication-Efficient
+Learning of Deep Networks from Decentralized Data") and its per-layer variants
+(FedPer, Arivazhagan et al. 2019; FedBN, Li et al. 2021; per-layer aggregation
+intervals, FedLAMA, Lee et al. 2023).
+
+They stream: the iterable of updates is consumed once, and each layer has a
+single accumulator updated in place, so memory does not grow with the number of
+clients. Accumulation is in float32 for float32 (and narrower) inputs: measured
+here, in-place float32 accumulation runs at memory bandwidth while a float64
+conversion was 5x slower; a test bounds the error against a float64 reference.
+Float64 inputs accumulate in float64, integer inputs in float64 and are rounded.
+
+No Flower import here: these are plain functions over ``numpy`` arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import (
+    DtypeMismatchError,
+    InvalidWeightError,
+    KeyMismatchError,
+    NonFiniteError,
+    ShapeMismatchError,
+    StrategyError,
+    ZeroTotalWeightError,
+)
+
+__all__ = [
+    "MODES",
+    "Reference",
+    "Update",
+    "aggregate_layerwise",
+    "check_update",
+    "check_weight",
+    "reference_of",
+    "uniform_average",
+    "weighted_average",
+]
+
+Reference = Mapping[str, tuple[tuple[int, ...], np.dtype]]
+Update = tuple[str, Mapping[str, np.ndarray], float]
+
+#: Per-layer aggregation modes understood by :func:`aggregate_layerwise`.
+MODES = ("weighted", "uniform", "keep")
+
+_MAX_LISTED = 5
+
+
+def reference_of(
+    arrays: Mapping[str, np.ndarray],
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Return the ``{name: (shape, dtype)}`` reference describing ``arrays``."""
+    out = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        out[name] = (tuple(value.shape), value.dtype)
+    return out
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:_MAX_LISTED])
+    more = len(names) - _MAX_LISTED
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def check_update(
+    arrays: Mapping[str, np.ndarray],
+    reference: Reference,
+    *,
+    client: str,
+    finite: Collection[str] | None = None,
+) -> None:
+    """Check one client's arrays against the reference names, shapes and dtypes.
+
+    Args:
+        arrays: the client's named arrays.
+        reference: ``{name: (shape, dtype)}``, e.g. from :func:`reference_of`.
+        client: label used in error messages (the client's region).
+        finite: names whose values must be finite; default all of them.
+
+    Raises:
+        KeyMismatchError: missing or extra variable names.
+        ShapeMismatchError: a shape differs from the reference.
+        DtypeMismatchError: the dtype kind differs (e.g. int array for a float layer).
+        NonFiniteError: NaN or infinite values.
+    """
+    missing = [name for name in reference if name not in arrays]
+    if missing:
+        raise KeyMismatchError(
+            f"missing {len(missing)} variable(s): {_listed(missing)}",
+            client=client,
+            layer=missing[0],
+        )
+    extra = [name for name in arrays if name not in reference]
+    if extra:
+        raise KeyMismatchError(
+            f"unexpected {len(extra)} variable(s): {_listed(extra)}",
+            client=client,
+            layer=extra[0],
+        )
+    for name, (shape, dtype) in reference.items():
+        value = np.asarray(arrays[name])
+        expected = np.dtype(dtype)
+        if value.dtype.kind != expected.kind:
+            raise DtypeMismatchError(
+                f"expected dtype {expected.name} (kind {expected.kind!r}), "
+                f"got {value.dtype.name} (kind {value.dtype.kind!r})",
+                client=client,
+                layer=name,
+            )
+        if value.shape != tuple(shape):
+            raise ShapeMismatchError(
+                f"expected shape {tuple(shape)}, got {value.shape}",
+                client=client,
+                layer=name,
+            )
+        checked = value.dtype.kind in "fc" and (finite is None or name in finite)
+        if checked and not np.isfinite(value).all():
+            nan = int(np.isnan(value).sum())
+            inf = int(np.isinf(value).sum())
+            raise NonFiniteError(
+                f"{nan} NaN and {inf} infinite value(s) out of {value.size}",
+                client=client,
+                layer=name,
+            )
+
+
+def check_weight(weight: object, *, client: str, allow_zero: bool = False) -> float:
+    """Return ``weight`` as a float after checking it is a finite positive number.
+
+    With ``allow_zero=True`` a weight of exactly zero is accepted (the client then
+    contributes nothing), which is what :func:`weighted_average` does.
+
+    Raises:
+        InvalidWeightError: non-numeric (including bool), non-finite, negative, or zero.
+    """
+    if isinstance(weight, bool | np.bool_) or not isinstance(weight, numbers.Real):
+        raise InvalidWeightError(
+            f"weight (num-examples) must be a number, got {type(weight).__name__} {weight!r}",
+            client=client,
+        )
+    value = float(weight)
+    if not math.isfinite(value):
+        raise InvalidWeightError(
+            f"weight (num-examples) must be finite, got {value}", client=client
+        )
+    if value < 0 or (value == 0 and not allow_zero):
+        allowed = ">= 0" if allow_zero else "> 0"
+        raise InvalidWeightError(
+            f"weight (num-examples) must be {allowed}, got {weight!r}", client=client
+        )
+    return value
+
+
+def _acc_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype.kind == "f":
+        return np.result_type(dtype, np.float32)
+    if dtype.kind == "c":
+        return np.result_type(dtype, np.complex64)
+    return np.dtype(np.float64)
+
+
+def _finish(acc: np.ndarray, divisor: float, dtype: np.dtype) -> np.ndarray:
+    np.divide(acc, divisor, out=acc)
+    if acc.dtype == dtype:
+        return acc
+    if dtype.kind in "iub":
+        np.rint(acc, out=acc)
+    return acc.astype(dtype)
+
+
+def _stream(
+    updates: Iterable[Update],
+    modes: Mapping[str, str],
+    default: str,
+    reference: Reference | None,
+    keys: Sequence[str] | None,
+    validate: bool,
+) -> dict[str, np.ndarray]:
+    """Accumulate weighted and uniform layers in one pass; return averages by name.
+
+    ``modes`` maps names to "weighted" / "uniform" / "keep"; names absent from it
+    get ``default``. "keep" layers are validated (unless ``validate`` is False)
+    except for finiteness, and not accumulated.
+    """
+    acc: dict[str, np.ndarray] = {}
+    tmp: dict[str, np.ndarray] = {}
+    mode_of: dict[str, str] = {}
+    finite: set[str] = set()
+    total = 0.0
+    count = 0
+    for client, arrays, weight in updates:
+        w = check_weight(weight, client=client, allow_zero=True)
+        if reference is None:
+            names = list(arrays) if keys is None else list(keys)
+            missing = [n for n in names if n not in arrays]
+            if missing:
+                raise KeyMismatchError(
+                    f"missing {len(missing)} variable(s): {_listed(missing)}",
+                    client=client,
+                    layer=missing[0],
+                )
+            reference = reference_of({n: arrays[n] for n in names})
+        if count == 0:
+            for name, (shape, dtype) in reference.items():
+                mode = modes.get(name, default)
+                mode_of[name] = mode
+                if mode != "keep":
+                    finite.add(name)
+                    acc[name] = np.zeros(shape, _acc_dtype(np.dtype(dtype)))
+                    if mode == "weighted":
+                        tmp[name] = np.empty_like(acc[name])
+        if validate:
+            check_update(arrays, reference, client=client, finite=finite)
+        for name, sink in acc.items():
+            value = arrays[name]
+            if mode_of[name] == "uniform" or w == 1.0:
+                np.add(sink, value, out=sink)
+            elif w != 0.0:
+                np.multiply(value, w, out=tmp[name])
+                np.add(sink, tmp[name], out=sink)
+        total += w
+        count += 1
+    if count == 0:
+        raise ZeroTotalWeightError("no updates to aggregate (total weight 0)")
+    out: dict[str, np.ndarray] = {}
+    for name, (_, dtype) in (reference or {}).items():
+        if mode_of[name] == "keep":
+            continue
+        divisor = float(count) if mode_of[name] == "uniform" else total
+        if divisor <= 0:
+            raise ZeroTotalWeightError(
+                f"total weight of {count} update(s) is {total:g}; it must be positive",
+                layer=name,
+            )
+        out[name] = _finish(acc[name], divisor, np.dtype(dtype))
+    return out
+
+
+def weighted_average(
+    updates: Iterable[Update],
+    *,
+    keys: Sequence[str] | None = None,
+    reference: Reference | None = None,
+    validate: bool = True,
+) -> dict[str, np.ndarray]:
+    """Example-weighted average of named arrays: FedAvg (McMahan et al. 2017).
+
+    ``sum_k w_k * x_k / sum_k w_k`` per layer, streamed: the iterable is consumed
+    once with one accumulator per layer (float32 for float32 inputs, in place;
+    DESIGN decision 2). Output dtypes equal the reference dtypes.
+
+    Args:
+        updates: ``(client_label, arrays, weight)`` triples; weights must be
+            finite and >= 0, and their total positive.
+        keys: expected variable names (output order); default the first update's.
+        reference: ``{name: (shape, dtype)}`` to validate against; default the
+            first update (restricted to ``keys``).
+        validate: set False only if every update was already checked with
+            :func:`check_update` against the same reference.
+
+    Raises:
+        AggregationError subclasses naming the client and the layer.
+    """
+    return _stream(updates, {}, "weighted", reference, keys, validate)
+
+
+def uniform_average(
+    updates: Iterable[Update],
+    *,
+    keys: Sequence[str] | None = None,
+    reference: Reference | None = None,
+    validate: bool = True,
+) -> dict[str, np.ndarray]:
+    """Unweighted mean of named arrays (every client counts once).
+
+    Same streaming and validation as :func:`weighted_average`; weights are still
+    checked but not used.
+    """
+    return _stream(updates, {}, "uniform", reference, keys, validate)
+
+
+def aggregate_layerwise(
+    updates: Iterable[Update],
+    *,
+    current: Mapping[str, np.ndarray],
+    plan: Mapping[str, str],
+    validate: bool = True,
+) -> dict[str, np.ndarray]:
+    """Aggregate each layer with its own mode, in a single streaming pass.
+
+    ``plan`` maps every name in ``current`` to "weighted" (FedAvg, McMahan et al.
+    2017), "uniform", or "keep": the server keeps ``current``'s value, used for
+    local layers (FedPer, Arivazhagan et al. 2019; FedBN, Li et al. 2021), frozen
+    layers, and layers skipped by a per-layer interval (FedLAMA, Lee et al. 2023).
+    Updates are validated against ``current``'s names, shapes and dtypes; "keep"
+    layers are not checked for finiteness since they are not used.
+
+    Returns:
+        ``{name: array}`` in ``current``'s order. "keep" entries are ``current``'s
+        arrays themselves (not copies).
+    """
+    names = list(current)
+    unplanned = [n for n in names if n not in plan]
+    unknown = [n for n in plan if n not in current]
+    if unplanned or unknown:
+        raise StrategyError(
+            f"plan does not match the current variables: unplanned {_listed(unplanned)}; "
+            f"unknown {_listed(unknown)}"
+        )
+    bad = {n: m for n, m in plan.items() if m not in MODES}
+    if bad:
+        name, mode = next(iter(bad.items()))
+        raise StrategyError(f"plan mode {mode!r} for {name!r} is not one of {MODES}")
+    reference = reference_of(current)
+    if all(plan[n] == "keep" for n in names):
+        averaged: dict[str, np.ndarray] = {}
+        for client, arrays, weight in updates:  # still validate and consume once
+            check_weight(weight, client=client, allow_zero=True)
+            if validate:
+                check_update(arrays, reference, client=client, finite=())
+    else:
+        averaged = _stream(updates, plan, "weighted", reference, None, validate)
+    return {n: averaged[n] if plan[n] != "keep" else np.asarray(current[n]) for n in names}

@@ -1,0 +1,369 @@
+"""FedAvg over named arrays, with checked replies and deterministic sampling.
+
+Federated Averaging: McMahan et al. 2017, "Communication-Efficient Learning of
+Deep Networks from Decentralized Data" (https://arxiv.org/abs/1602.05629).
+
+Differences from ``flwr.serverapp.strategy.FedAvg``, which this subclasses:
+
+- the caller's ConfigRecord is copied, never mutated;
+- sampling derives from ``(seed, round)`` and waiting for clients is bounded by
+  ``wait_timeout`` (then :class:`~strategies.errors.NotEnoughClientsError`);
+- each reply is checked (weight, names, shapes, dtypes, finiteness) against the
+  arrays sent that round; a bad reply is rejected, logged and recorded in
+  ``self.rejected`` while the others are aggregated;
+- aggregation streams through :func:`strategies.aggregate.weighted_average`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from collections.abc import Callable, Iterable, Iterator
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from flwr.supercore import log
+
+from .aggregate import (
+    Update,
+    check_update,
+    check_weight,
+    reference_of,
+    weighted_average,
+)
+from .errors import AggregationError, InvalidParameterError, StrategyError
+from .sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_clients, wait_for_clients
+
+__all__ = ["FedAvg", "MetricsAggrFn"]
+
+MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
+
+#: Keys of the reply content (the wire format shared with ``clients``).
+METRICS_KEY = "metrics"
+META_KEY = "meta"
+REGION_KEY = "region"
+
+
+def _fraction(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise InvalidParameterError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InvalidParameterError(f"{name} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _seconds(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+        or value < 0
+    ):
+        raise InvalidParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _callable(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise InvalidParameterError(f"{name} must be a callable or None, got {value!r}")
+
+
+class FedAvg(FlowerFedAvg):
+    """Federated Averaging (McMahan et al. 2017) over named Keras weights.
+
+    Args:
+        fraction_train: fraction of connected clients sampled for training, in [0, 1].
+            0 skips federated training.
+        fraction_evaluate: same for federated evaluation.
+        min_train_clients: at least this many clients train each round.
+        min_evaluate_clients: at least this many clients evaluate each round.
+        min_available_clients: wait for this many connected clients before sampling.
+        seed: sampling seed; the sample of round r uses ``default_rng([seed, r, 0])``
+            for training and ``[seed, r, 1]`` for evaluation.
+        wait_timeout: seconds to wait for enough clients before raising
+            :class:`~strategies.errors.NotEnoughClientsError`.
+        train_metrics_aggr_fn: ``(list[RecordDict], weight_key) -> MetricRecord``;
+            default Flower's example-weighted ``aggregate_metricrecords``.
+        evaluate_metrics_aggr_fn: same for evaluation replies.
+
+    Attributes:
+        rejected: replies refused by the checks, as dicts with keys round, stage,
+            region, node, reason.
+        failures: error replies (the client raised), same keys.
+    """
+
+    def __init__(
+        self,
+        *,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_clients: int = 2,
+        min_evaluate_clients: int = 2,
+        min_available_clients: int = 2,
+        seed: int = 0,
+        wait_timeout: float = 60.0,
+        train_metrics_aggr_fn: MetricsAggrFn | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+    ) -> None:
+        self._params: dict[str, Any] = {
+            "fraction_train": fraction_train,
+            "fraction_evaluate": fraction_evaluate,
+            "min_train_clients": min_train_clients,
+            "min_evaluate_clients": min_evaluate_clients,
+            "min_available_clients": min_available_clients,
+            "seed": seed,
+            "wait_timeout": wait_timeout,
+            "train_metrics_aggr_fn": train_metrics_aggr_fn,
+            "evaluate_metrics_aggr_fn": evaluate_metrics_aggr_fn,
+        }
+        _callable("train_metrics_aggr_fn", train_metrics_aggr_fn)
+        _callable("evaluate_metrics_aggr_fn", evaluate_metrics_aggr_fn)
+        super().__init__(
+            fraction_train=_fraction("fraction_train", fraction_train),
+            fraction_evaluate=_fraction("fraction_evaluate", fraction_evaluate),
+            min_train_nodes=_count("min_train_clients", min_train_clients),
+            min_evaluate_nodes=_count("min_evaluate_clients", min_evaluate_clients),
+            min_available_nodes=_count("min_available_clients", min_available_clients),
+            train_metrics_aggr_fn=train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+        )
+        self.seed = _count("seed", seed)
+        self.wait_timeout = _seconds("wait_timeout", wait_timeout)
+        self.rejected: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self._regions: dict[int, str] = {}
+        self._sent_round: int | None = None
+        self._reference: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor parameters: ``type(s)(**s.get_config())`` builds an equal strategy."""
+        return dict(self._params)
+
+    def summary(self) -> None:
+        """Log the strategy's configuration."""
+        super().summary()
+        log(INFO, "\t└──> Seed: %d | wait_timeout: %.1fs", self.seed, self.wait_timeout)
+
+    # ---- configure -------------------------------------------------------------
+
+    def _sample(self, grid: Grid, server_round: int, *, train: bool) -> list[int]:
+        fraction = self.fraction_train if train else self.fraction_evaluate
+        minimum = self.min_train_nodes if train else self.min_evaluate_nodes
+        required = max(self.min_available_nodes, minimum)
+        ids = wait_for_clients(grid.get_node_ids, required, timeout=self.wait_timeout)
+        sampled = sample_clients(
+            ids,
+            fraction=fraction,
+            minimum=minimum,
+            seed=self.seed,
+            server_round=server_round,
+            stream=TRAIN_STREAM if train else EVALUATE_STREAM,
+        )
+        stage = "train" if train else "evaluate"
+        log(
+            INFO,
+            "configure_%s: sampled %d clients (out of %d)",
+            stage,
+            len(sampled),
+            len(ids),
+        )
+        return sampled
+
+    def _round_config(self, config: ConfigRecord, server_round: int) -> ConfigRecord:
+        """Copy of ``config`` with this round's keys added (the caller's stays intact)."""
+        out = ConfigRecord(dict(config.items()) if config is not None else {})
+        out["server-round"] = server_round
+        return out
+
+    def _remember(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Keep what the reference checks of this round's replies need."""
+        self._sent_round = server_round
+        self._reference = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in arrays.items()}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample clients and build this round's train instructions."""
+        if self.fraction_train == 0.0:
+            return []
+        node_ids = self._sample(grid, server_round, train=True)
+        self._remember(server_round, arrays)
+        record = RecordDict(
+            {
+                self.arrayrecord_key: arrays,
+                self.configrecord_key: self._round_config(config, server_round),
+            }
+        )
+        return self._construct_messages(record, node_ids, MessageType.TRAIN)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample clients and build this round's evaluate instructions."""
+        if self.fraction_evaluate == 0.0:
+            return []
+        node_ids = self._sample(grid, server_round, train=False)
+        record = RecordDict(
+            {
+                self.arrayrecord_key: arrays,
+                self.configrecord_key: self._round_config(config, server_round),
+            }
+        )
+        return self._construct_messages(record, node_ids, MessageType.EVALUATE)
+
+    # ---- replies ---------------------------------------------------------------
+
+    def _label(self, msg: Message) -> str:
+        """The client's region from the reply's meta record, else ``node <id>``."""
+        node = msg.metadata.src_node_id
+        if msg.has_content():
+            meta = msg.content.get(META_KEY)
+            if isinstance(meta, ConfigRecord) and isinstance(meta.get(REGION_KEY), str):
+                self._regions[node] = str(meta[REGION_KEY])
+        return self._regions.get(node, f"node {node}")
+
+    def _record(self, into: list, server_round: int, stage: str, msg: Message, reason: str):
+        label = self._label(msg)
+        into.append(
+            {
+                "round": server_round,
+                "stage": stage,
+                "region": label,
+                "node": msg.metadata.src_node_id,
+                "reason": reason,
+            }
+        )
+        kind = "failed" if into is self.failures else "rejected"
+        log(WARNING, "%s round %d: %s %s: %s", stage, server_round, label, kind, reason)
+
+    def _without_errors(self, server_round: int, replies: Iterable[Message], stage: str):
+        valid = []
+        for msg in replies:
+            if msg.has_error():
+                reason = f"error reply (code {msg.error.code}): {msg.error.reason}"
+                self._record(self.failures, server_round, stage, msg, reason)
+            else:
+                valid.append(msg)
+        return valid
+
+    def _weight(self, content: RecordDict, label: str) -> float:
+        metrics = content.get(METRICS_KEY)
+        if not isinstance(metrics, MetricRecord):
+            raise AggregationError(f"reply has no MetricRecord {METRICS_KEY!r}", client=label)
+        if self.weighted_by_key not in metrics:
+            raise AggregationError(
+                f"MetricRecord {METRICS_KEY!r} has no {self.weighted_by_key!r}",
+                client=label,
+            )
+        return check_weight(metrics[self.weighted_by_key], client=label)
+
+    def _finite_layers(self, server_round: int) -> Iterable[str] | None:
+        """Names that must be finite in replies (None: all)."""
+        return None
+
+    def _updates(
+        self, server_round: int, replies: list[Message], accepted: list[RecordDict]
+    ) -> Iterator[Update]:
+        """Yield checked ``(region, arrays, weight)`` updates; record and skip bad ones."""
+        finite = self._finite_layers(server_round)
+        finite = None if finite is None else set(finite)
+        for msg in replies:
+            label = self._label(msg)
+            try:
+                weight = self._weight(msg.content, label)
+                record = msg.content.get(self.arrayrecord_key)
+                if not isinstance(record, ArrayRecord):
+                    raise AggregationError(
+                        f"reply has no ArrayRecord {self.arrayrecord_key!r}",
+                        client=label,
+                    )
+                arrays = {name: array.numpy() for name, array in record.items()}
+                if self._reference is None:
+                    log(
+                        WARNING,
+                        "aggregate_train: no configure_train; checking against %s",
+                        label,
+                    )
+                    self._reference = reference_of(arrays)
+                check_update(arrays, self._reference, client=label, finite=finite)
+            except (StrategyError, TypeError, ValueError) as exc:
+                self._record(self.rejected, server_round, "train", msg, str(exc))
+                continue
+            accepted.append(msg.content)
+            yield label, arrays, weight
+            del arrays
+
+    def _aggregate_arrays(self, server_round: int, updates: Iterable[Update]) -> dict:
+        return weighted_average(updates, reference=self._reference, validate=False)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the accepted train replies; (None, None) if none was accepted."""
+        replies = list(replies)
+        valid = self._without_errors(server_round, replies, "train")
+        accepted: list[RecordDict] = []
+        updates = self._updates(server_round, valid, accepted)
+        first = next(updates, None)
+        if first is None:
+            log(
+                WARNING,
+                "aggregate_train round %d: no acceptable reply out of %d; weights unchanged",
+                server_round,
+                len(replies),
+            )
+            return None, None
+        averaged = self._aggregate_arrays(server_round, itertools.chain([first], updates))
+        arrays = ArrayRecord({name: Array(value) for name, value in averaged.items()})
+        metrics = self.train_metrics_aggr_fn(accepted, self.weighted_by_key)
+        log(
+            INFO,
+            "aggregate_train round %d: aggregated %d of %d replies",
+            server_round,
+            len(accepted),
+            len(replies),
+        )
+        return arrays, metrics
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Aggregate the accepted evaluate replies' metrics; None if none was accepted."""
+        replies = list(replies)
+        accepted: list[RecordDict] = []
+        for msg in self._without_errors(server_round, replies, "evaluate"):
+            try:
+                self._weight(msg.content, self._label(msg))
+            except StrategyError as exc:
+                self._record(self.rejected, server_round, "evaluate", msg, str(exc))
+                continue
+            accepted.append(msg.content)
+        if not accepted:
+            log(
+                WARNING,
+                "aggregate_evaluate round %d: no acceptable reply",
+                server_round,
+            )
+            return None
+        return self.evaluate_metrics_aggr_fn(accepted, self.weighted_by_key)

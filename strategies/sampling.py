@@ -1,0 +1,72 @@
+"""Deterministic client sampling and bounded waiting for clients.
+
+Every random choice derives from (seed, round): the same seed and round give the
+same sample whatever order the Grid lists its nodes in (DESIGN decision 8).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from logging import INFO
+
+import numpy as np
+from flwr.supercore import log
+
+from .errors import NotEnoughClientsError
+
+__all__ = ["EVALUATE_STREAM", "TRAIN_STREAM", "sample_clients", "wait_for_clients"]
+
+TRAIN_STREAM = 0
+EVALUATE_STREAM = 1
+
+
+def sample_clients(
+    node_ids: Iterable[int],
+    *,
+    fraction: float,
+    minimum: int,
+    seed: int,
+    server_round: int,
+    stream: int,
+) -> list[int]:
+    """Sample ``max(int(n * fraction), minimum)`` node ids (capped at ``n``).
+
+    Sampling is without replacement from ``sorted(node_ids)`` with
+    ``numpy.random.default_rng([seed, server_round, stream])``; the result is sorted.
+    """
+    ids = sorted(node_ids)
+    size = min(max(int(len(ids) * fraction), minimum), len(ids))
+    rng = np.random.default_rng([seed, server_round, stream])
+    chosen = rng.choice(len(ids), size=size, replace=False)
+    return [ids[i] for i in sorted(chosen.tolist())]
+
+
+def wait_for_clients(
+    get_node_ids: Callable[[], Iterable[int]],
+    required: int,
+    *,
+    timeout: float,
+    poll: float = 0.5,
+) -> list[int]:
+    """Poll ``get_node_ids`` until ``required`` nodes are connected; return them sorted.
+
+    Raises:
+        NotEnoughClientsError: still fewer than ``required`` after ``timeout`` seconds.
+    """
+    start = time.monotonic()
+    while True:
+        ids = sorted(get_node_ids())
+        if len(ids) >= required:
+            return ids
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise NotEnoughClientsError(required, len(ids), timeout)
+        log(
+            INFO,
+            "Waiting for clients: %d connected, %d required (%.0fs left)",
+            len(ids),
+            required,
+            timeout - waited,
+        )
+        time.sleep(min(poll, timeout - waited))

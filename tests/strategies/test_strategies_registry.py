@@ -1,0 +1,105 @@
+"""Registry: get by name, dict or instance; errors; get_config round trip; public API."""
+
+import pytest
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from flwr.serverapp.strategy import Strategy
+
+import strategies
+from strategies import FedAvg, FedBN, FedPer, Layerwise, get, register
+from strategies.errors import InvalidParameterError, StrategyError, UnknownStrategyError
+
+
+def test_public_api_pinned():
+    assert sorted(strategies.__all__) == sorted(
+        [
+            "LOCAL_LAYERS_KEY",
+            "FedAvg",
+            "FedBN",
+            "FedPer",
+            "LayerRule",
+            "Layerwise",
+            "aggregate",
+            "available",
+            "errors",
+            "get",
+            "register",
+        ]
+    )
+    assert strategies.LOCAL_LAYERS_KEY == "local-layers"
+    assert {"fedavg", "layerwise", "fedper", "fedbn"} <= set(strategies.available())
+    assert issubclass(FedAvg, FlowerFedAvg)
+
+
+def test_get_by_name_case_insensitive():
+    strategy = get("FedAvg", fraction_train=0.5)
+    assert type(strategy) is FedAvg and strategy.fraction_train == 0.5
+    assert type(get("fedbn")) is FedBN and type(get("fedper")) is FedPer
+
+
+def test_get_by_dict():
+    spec = {"name": "layerwise", "layers": [{"match": "*bn*", "rule": "local"}], "seed": 4}
+    strategy = get(spec)
+    assert type(strategy) is Layerwise and strategy.seed == 4
+    assert spec["name"] == "layerwise"  # not mutated
+    assert get({"name": "fedavg", "seed": 1}, seed=2).seed == 2
+
+
+def test_get_instance_as_is():
+    strategy = FedAvg()
+    assert get(strategy) is strategy
+    with pytest.raises(InvalidParameterError):
+        get(strategy, seed=3)
+
+
+def test_unknown_name_lists_and_suggests():
+    with pytest.raises(UnknownStrategyError) as info:
+        get("fedavgg")
+    message = str(info.value)
+    assert "Did you mean 'fedavg'" in message
+    for name in ("fedavg", "layerwise", "fedper", "fedbn"):
+        assert name in message
+    assert info.value.suggestion == "fedavg"
+    assert isinstance(info.value, ValueError)
+
+
+def test_bad_param_names_it_and_lists_accepted():
+    with pytest.raises(InvalidParameterError, match=r"'fraction_trian'.*'fraction_train'.*seed"):
+        get("fedavg", fraction_trian=0.5)
+    with pytest.raises(InvalidParameterError, match="'layers'.*head"):
+        get("fedper", layers=[])
+
+
+def test_uninterpretable_identifier():
+    with pytest.raises(StrategyError, match="Could not interpret"):
+        get(42)
+    with pytest.raises(StrategyError, match="'name'"):
+        get({"seed": 1})
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        FedAvg(fraction_train=0.3, min_train_clients=1, seed=9, wait_timeout=5),
+        Layerwise(layers=[{"match": "d*", "rule": "uniform", "interval": 3}], seed=2),
+        FedPer(head="out*", fraction_evaluate=0.0),
+        FedBN(pattern="*bn*"),
+    ],
+)
+def test_get_config_round_trip(strategy):
+    config = strategy.get_config()
+    rebuilt = type(strategy)(**config)
+    assert rebuilt.get_config() == config
+    assert get({"name": type(strategy).__name__.lower(), **config}).get_config() == config
+
+
+def test_register_custom_and_duplicates():
+    @register("test-custom-fedavg")
+    class Custom(FedAvg):
+        pass
+
+    assert type(get("TEST-custom-fedavg")) is Custom
+    with pytest.raises(StrategyError, match="already registered"):
+        register("fedavg")(Custom)
+    with pytest.raises(StrategyError, match="not a flwr Strategy"):
+        register("x")(dict)
+    assert issubclass(Custom, Strategy)
