@@ -16,7 +16,7 @@ from flwr.clientapp import ClientApp
 
 from clients.regional import RegionalClient
 from fedglobal import data, metrics
-from fedglobal.config import ExperimentConfig, load_config
+from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
 from fedglobal.weights import from_record, to_record
 
@@ -121,8 +121,5 @@ def evaluate(message: Message, context: Context) -> Message:
     client = _client_for(message, context)
     result = client.evaluate(_weights_for(message, context))
     values = {"num-examples": result.num_examples, **metrics.to_record_values(result.stats)}
-    content = RecordDict(
-        {"metrics": MetricRecord(values), "meta": _meta(client.region, config)}
-    )
+    content = RecordDict({"metrics": MetricRecord(values), "meta": _meta(client.region, config)})
     return Message(content, reply_to=message)
-

@@ -46,7 +46,9 @@ _CACHE: OrderedDict[str, CompiledModel] = OrderedDict()
 def distribution_strategy(client: ClientConfig) -> tf.distribute.Strategy:
     """The ``tf.distribute`` strategy named in ``client.distribute``."""
     if client.distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # One replica per accelerator, or per logical CPU device when there is none.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if client.distribute == "one_device":
         return tf.distribute.OneDeviceStrategy(client.device)
     return tf.distribute.get_strategy()
@@ -93,9 +95,7 @@ def compiled_model(model_cfg: ModelConfig, client: ClientConfig, schema: Schema)
     strategy = distribution_strategy(client)
     with strategy.scope():
         model = build_model(model_cfg, schema)
-        loss = (
-            "sparse_categorical_crossentropy" if schema.task == "classification" else "mse"
-        )
+        loss = "sparse_categorical_crossentropy" if schema.task == "classification" else "mse"
         model.compile(optimizer=make_optimizer(client), loss=loss)
         model.optimizer.build(model.trainable_variables)
     entry = CompiledModel(

@@ -99,6 +99,7 @@ class RegionalClient:
                 data,
                 epochs=1 if client.steps else client.epochs,
                 steps_per_epoch=client.steps,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded by (seed, round, region)
                 verbose=0,
             )
         losses = history.history.get("loss", [float("nan")])

@@ -1,8 +1,8 @@
 """The ``fedglobal`` command line.
 
-    fedglobal simulate experiments/quickstart.toml --set experiment.rounds=5
-    fedglobal config experiments/quickstart.toml --set strategy.name=layerwise
-    fedglobal regions experiments/quickstart.toml
+fedglobal simulate experiments/quickstart.toml --set experiment.rounds=5
+fedglobal config experiments/quickstart.toml --set strategy.name=layerwise
+fedglobal regions experiments/quickstart.toml
 """
 
 from __future__ import annotations

@@ -137,7 +137,9 @@ class ExperimentConfig:
     def from_dict(cls, raw: Mapping[str, Any], *, base_dir: str | Path = ".") -> ExperimentConfig:
         """Validate a nested mapping (as read from TOML) into an ExperimentConfig."""
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"an experiment must be a table of sections, got {type(raw).__name__}")
+            raise ConfigError(
+                f"an experiment must be a table of sections, got {type(raw).__name__}"
+            )
         _reject_unknown(raw.keys(), _SECTIONS.keys(), where="top level (sections)")
         sections: dict[str, Any] = {}
         for name, section_cls in _SECTIONS.items():
@@ -163,9 +165,7 @@ class ExperimentConfig:
             if isinstance(section, StrategyConfig):
                 out[name] = {"name": section.name, **section.params}
             else:
-                out[name] = {
-                    k: v for k, v in dataclasses.asdict(section).items() if v is not None
-                }
+                out[name] = {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
         return out
 
     def to_toml(self) -> str:
@@ -175,7 +175,9 @@ class ExperimentConfig:
     def replace(self, overrides: Sequence[str] | Mapping[str, Any]) -> ExperimentConfig:
         """A new config with ``section.key=value`` overrides applied and re-validated."""
         raw = self.to_dict()
-        items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+        items = (
+            overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+        )
         for dotted, value in items:
             _apply_override(raw, dotted, value)
         return ExperimentConfig.from_dict(raw, base_dir=self.base_dir)
@@ -185,6 +187,21 @@ class ExperimentConfig:
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
+
+def _hash_by_repr(self: Any) -> int:
+    return hash(repr(self))
+
+
+# Frozen sections hold lists; hash them by value so configs can key caches.
+for _cls in (
+    ExperimentSection,
+    DataConfig,
+    ModelConfig,
+    ClientConfig,
+    StrategyConfig,
+    ExperimentConfig,
+):
+    _cls.__hash__ = _hash_by_repr  # type: ignore[method-assign]
 
 _SECTIONS: dict[str, type] = {
     "experiment": ExperimentSection,
@@ -229,7 +246,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     dotted, _, value_text = text.partition("=")
     dotted = dotted.strip()
     if dotted.count(".") != 1 or not all(dotted.split(".")):
-        raise ConfigError(f"override key {dotted!r} must look like section.key (e.g. client.epochs)")
+        raise ConfigError(
+            f"override key {dotted!r} must look like section.key (e.g. client.epochs)"
+        )
     try:
         value = tomllib.loads(f"v = {value_text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -380,22 +399,31 @@ def _check_combinations(cfg: ExperimentConfig) -> None:
             "region; or use partition = 'iid' / 'dirichlet' with num_regions"
         )
     if data.partition == "dirichlet" and data.task != "classification":
-        raise ConfigError("data.partition = 'dirichlet' skews labels: it needs task = 'classification'")
+        raise ConfigError(
+            "data.partition = 'dirichlet' skews labels: it needs task = 'classification'"
+        )
     if data.source.startswith("synthetic:") and data.task != "classification":
-        raise ConfigError("data.source = 'synthetic:fedprox' is a classification task: set task = 'classification'")
+        raise ConfigError(
+            "data.source = 'synthetic:fedprox' is a classification task: "
+            "set task = 'classification'"
+        )
     if data.target and data.features and data.target in data.features:
         raise ConfigError(f"data.target {data.target!r} must not also be listed in data.features")
     if data.region and data.features and data.region in data.features:
         raise ConfigError(f"data.region {data.region!r} must not also be listed in data.features")
-    unknown_log = [c for c in data.log_features if data.features is not None and c not in data.features]
+    unknown_log = [
+        c for c in data.log_features if data.features is not None and c not in data.features
+    ]
     if unknown_log:
         raise ConfigError(
-            f"data.log_features names {unknown_log[0]!r}, which is not in data.features {data.features}"
+            f"data.log_features names {unknown_log[0]!r}, "
+            f"which is not in data.features {data.features}"
         )
     from fedglobal.models import available as available_models
 
-    if cfg.model.name not in available_models():
+    known = available_models()
+    if cfg.model.name not in known:
         raise ConfigError(
-            f"model.name = {cfg.model.name!r} is not a known model{_suggest(cfg.model.name, available_models())} "
-            f"(known: {', '.join(available_models())})"
+            f"model.name = {cfg.model.name!r} is not a known model"
+            f"{_suggest(cfg.model.name, known)} (known: {', '.join(known)})"
         )

@@ -31,9 +31,7 @@ class RoundProgress:
             parts = [f"round {server_round:>{len(str(self.total))}}/{self.total}"]
             if self._train_loss is not None and server_round > 0:
                 parts.append(f"train loss {self._train_loss:.4g}")
-            shown = " ".join(
-                f"{m} {pooled[m]:.4g}" for m in _KEY_METRICS[self.task] if m in pooled
-            )
+            shown = " ".join(f"{m} {pooled[m]:.4g}" for m in _KEY_METRICS[self.task] if m in pooled)
             parts.append(f"test(all) {shown}")
             parts.append(f"{len(regions)} regions")
             parts.append(f"{now - self._last:.1f}s (total {now - self._start:.1f}s)")

@@ -68,7 +68,9 @@ def write_run_folder(
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(run_dir / "config.toml", lambda p: p.write_text(cfg.to_toml(), encoding="utf-8"))
     _atomic_write(run_dir / "history.csv", lambda p: history.to_csv(p, index=False))
-    _atomic_write(run_dir / "schema.json", lambda p: p.write_text(schema.to_json(), encoding="utf-8"))
+    _atomic_write(
+        run_dir / "schema.json", lambda p: p.write_text(schema.to_json(), encoding="utf-8")
+    )
     rounds = int(history["round"].max()) if not history.empty else 0
     _atomic_write(
         run_dir / "checkpoint.npz",

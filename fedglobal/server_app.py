@@ -123,8 +123,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     cfg = experiment_from_run_config(run_config)
     run_dir = Path(str(run_config["run-dir"]))
     quiet = bool(run_config.get("quiet", False))
-    if quiet:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+    if not run_config.get("verbose", False):
+        logging.getLogger("flwr").setLevel(logging.WARNING)  # our progress lines replace them
     timeout = cfg.experiment.round_timeout
 
     progress = RoundProgress(cfg.experiment.rounds, cfg.data.task, quiet=quiet)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,6 @@ def simulate(
     regions = data.list_regions(cfg)
     _check_enough_regions(cfg, regions)
     run_dir = new_run_dir(cfg, output_dir)
-    if quiet:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
     name = cfg.experiment.engine
     if name == "inprocess":
         from fedglobal.engines.inprocess import run_inprocess

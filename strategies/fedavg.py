@@ -243,7 +243,9 @@ class FedAvg(FlowerFedAvg):
                 self._regions[node] = str(meta[REGION_KEY])
         return self._regions.get(node, f"node {node}")
 
-    def _record(self, into: list, server_round: int, stage: str, msg: Message, reason: str):
+    def _record(
+        self, into: list[dict[str, Any]], server_round: int, stage: str, msg: Message, reason: str
+    ) -> None:
         label = self._label(msg)
         into.append(
             {
@@ -257,7 +259,9 @@ class FedAvg(FlowerFedAvg):
         kind = "failed" if into is self.failures else "rejected"
         log(WARNING, "%s round %d: %s %s: %s", stage, server_round, label, kind, reason)
 
-    def _without_errors(self, server_round: int, replies: Iterable[Message], stage: str):
+    def _without_errors(
+        self, server_round: int, replies: Iterable[Message], stage: str
+    ) -> list[Message]:
         valid = []
         for msg in replies:
             if msg.has_error():
@@ -314,7 +318,9 @@ class FedAvg(FlowerFedAvg):
             yield label, arrays, weight
             del arrays
 
-    def _aggregate_arrays(self, server_round: int, updates: Iterable[Update]) -> dict:
+    def _aggregate_arrays(
+        self, server_round: int, updates: Iterable[Update]
+    ) -> dict[str, np.ndarray]:
         return weighted_average(updates, reference=self._reference, validate=False)
 
     def aggregate_train(

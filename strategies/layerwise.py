@@ -103,7 +103,9 @@ class Layerwise(FedAvg):
         plan, _ = self.plan(server_round)
         return [name for name, mode in plan.items() if mode != "keep"]
 
-    def _aggregate_arrays(self, server_round: int, updates: Iterable[Update]) -> dict:
+    def _aggregate_arrays(
+        self, server_round: int, updates: Iterable[Update]
+    ) -> dict[str, np.ndarray]:
         if self._current is None:
             raise LayerRuleError("aggregate_train before configure_train: no current arrays")
         plan, _ = self.plan(server_round)

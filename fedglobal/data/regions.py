@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.data import synthetic
 from fedglobal.data._util import canonical_label, show, sort_labels, stable_hash, suggest
 from fedglobal.data.partition import dirichlet_partition, iid_partition, region_names
-from fedglobal.data.sources import parse_source, read_file, read_source
+from fedglobal.data.sources import read_file, read_source
 from fedglobal.errors import DataError
 
 __all__ = ["RegionTable", "feature_columns", "list_regions", "load_region", "target_column"]
@@ -128,23 +129,23 @@ def feature_columns(table: RegionTable, cfg: ExperimentConfig) -> list[str]:
 
 # -- preparation -------------------------------------------------------------
 
-_cache: collections.OrderedDict[tuple, tuple[pd.DataFrame, _Prepared]] = (
-    collections.OrderedDict()
-)
+_cache: collections.OrderedDict[tuple, tuple[pd.DataFrame, _Prepared]] = collections.OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def _cached(raw: pd.DataFrame, key: tuple, build) -> _Prepared:
     # The entry holds ``raw`` so that id(raw) cannot be reused while it is cached.
     full_key = (id(raw), *key)
-    hit = _cache.get(full_key)
-    if hit is not None:
-        _cache.move_to_end(full_key)
-        return hit[1]
-    prepared = build()
-    _cache[full_key] = (raw, prepared)
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
-    return prepared
+    with _cache_lock:
+        hit = _cache.get(full_key)
+        if hit is not None:
+            _cache.move_to_end(full_key)
+            return hit[1]
+        prepared = build()
+        _cache[full_key] = (raw, prepared)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+        return prepared
 
 
 def _data_key(cfg: ExperimentConfig) -> tuple:
@@ -361,14 +362,16 @@ def _assign_regions(
     return {name: np.flatnonzero(assignment == k) for k, name in enumerate(names)}
 
 
-def _split(rows: pd.DataFrame, region: str, cfg: ExperimentConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split(
+    rows: pd.DataFrame, region: str, cfg: ExperimentConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = len(rows)
     if n < 2:
         raise DataError(
             f"region {region!r} has {n} row(s): a train/test split needs at least 2 "
             "(1 train and 1 test row); raise data.min_region_rows or add data"
         )
-    n_test = min(max(int(round(n * cfg.data.test_fraction)), 1), n - 1)
+    n_test = min(max(round(n * cfg.data.test_fraction), 1), n - 1)
     rng = np.random.default_rng([cfg.experiment.seed, stable_hash(region)])
     order = rng.permutation(n)
     test_pos = np.sort(order[:n_test])

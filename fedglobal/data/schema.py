@@ -144,8 +144,10 @@ def _encode_target(series: pd.Series, schema: Schema, region: str, split: str) -
     if schema.task == "regression":
         y = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float32)
         if np.isnan(y).any():
-            raise DataError(f"region {region!r} ({split}): target {schema.target!r} has missing "
-                            "or non-numeric values")
+            raise DataError(
+                f"region {region!r} ({split}): target {schema.target!r} has missing "
+                "or non-numeric values"
+            )
         return y.reshape(-1, 1)
     assert schema.classes is not None
     codes = _codes(series, schema.classes)

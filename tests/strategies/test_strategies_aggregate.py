@@ -140,7 +140,7 @@ def two_clients_w():
 def test_layerwise_still_checks_shapes_of_kept_layers():
     current = {"w": f32(1, 2), "k": f32(0)}
     updates = [("eu", {"w": f32(1, 2), "k": f32(0, 0)}, 1)]
-    with pytest.raises(ShapeMismatchError, match="'eu'.*'k'"):
+    with pytest.raises(ShapeMismatchError, match=r"'eu'.*'k'"):
         aggregate_layerwise(updates, current=current, plan={"w": "weighted", "k": "keep"})
 
 
@@ -169,7 +169,11 @@ def with_second(arrays, weight=1):
             "x/y",
         ),
         ({"dense/kernel": f32(1, 2, 3), "dense/bias": f32(0)}, ShapeMismatchError, "dense/kernel"),
-        ({"dense/kernel": np.array([1, 2]), "dense/bias": f32(0)}, DtypeMismatchError, "dense/kernel"),
+        (
+            {"dense/kernel": np.array([1, 2]), "dense/bias": f32(0)},
+            DtypeMismatchError,
+            "dense/kernel",
+        ),
         ({"dense/kernel": f32(1, np.nan), "dense/bias": f32(0)}, NonFiniteError, "dense/kernel"),
         ({"dense/kernel": f32(1, 2), "dense/bias": f32(np.inf)}, NonFiniteError, "dense/bias"),
     ],
@@ -196,7 +200,7 @@ def test_invalid_weight(weight):
 
 
 def test_check_weight_rejects_zero_unless_allowed():
-    with pytest.raises(InvalidWeightError, match="'eu'.*> 0"):
+    with pytest.raises(InvalidWeightError, match=r"'eu'.*> 0"):
         check_weight(0, client="eu")
     assert check_weight(0, client="eu", allow_zero=True) == 0.0
     assert check_weight(np.int64(5), client="eu") == 5.0
@@ -204,7 +208,7 @@ def test_check_weight_rejects_zero_unless_allowed():
 
 def test_zero_total_weight():
     updates = [("eu", {"w": f32(1)}, 0), ("us", {"w": f32(2)}, 0.0)]
-    with pytest.raises(ZeroTotalWeightError, match="'w'.*total weight"):
+    with pytest.raises(ZeroTotalWeightError, match=r"'w'.*total weight"):
         weighted_average(updates)
     with pytest.raises(ZeroTotalWeightError, match="no updates"):
         weighted_average([])

@@ -199,7 +199,9 @@ def test_error_replies_recorded_as_failures():
 def test_failure_uses_region_seen_before():
     strategy = FedAvg()
     (m1, m2) = train_round(strategy, nodes=(1, 2))
-    strategy.aggregate_train(1, [reply(m1, "europe", record(**GLOBAL)), reply(m2, "asia", record(**GLOBAL))])
+    strategy.aggregate_train(
+        1, [reply(m1, "europe", record(**GLOBAL)), reply(m2, "asia", record(**GLOBAL))]
+    )
     (m1, m2) = train_round(strategy, nodes=(1, 2), server_round=2)
     strategy.aggregate_train(2, [reply(m1, "europe", record(**GLOBAL)), error_reply(m2)])
     assert strategy.failures[0]["region"] == "asia"
@@ -238,7 +240,10 @@ def test_sampling_deterministic_by_seed_and_round():
     nodes = list(range(100, 140))
     strategy = FedAvg(fraction_train=0.25, seed=3)
     first = [m.metadata.dst_node_id for m in train_round(strategy, nodes, 5)]
-    again = [m.metadata.dst_node_id for m in train_round(FedAvg(fraction_train=0.25, seed=3), nodes[::-1], 5)]
+    again = [
+        m.metadata.dst_node_id
+        for m in train_round(FedAvg(fraction_train=0.25, seed=3), nodes[::-1], 5)
+    ]
     other = [m.metadata.dst_node_id for m in train_round(strategy, nodes, 6)]
     assert len(first) == 10 and first == again and first != other
 
@@ -251,7 +256,10 @@ def test_sample_clients_helper():
     rounds = {tuple(sample_clients(range(10), server_round=r, **kwargs)) for r in range(1, 6)}
     assert len(rounds) > 1
     assert sample_clients(range(10), server_round=1, fraction=0.5, minimum=2, seed=0, stream=1) != a
-    assert len(sample_clients(range(3), server_round=1, fraction=0.1, minimum=2, seed=0, stream=0)) == 2
+    assert (
+        len(sample_clients(range(3), server_round=1, fraction=0.1, minimum=2, seed=0, stream=0))
+        == 2
+    )
 
 
 def test_not_enough_clients_times_out():
@@ -308,7 +316,9 @@ def test_layerwise_round_with_local_and_interval():
     assert m1.content["config"]["local-layers"] == ["batch_normalization/gamma", "output/kernel"]
     assert "local-layers" not in config
     updates = [
-        record(dense__kernel=f32(1, 2), batch_normalization__gamma=f32(np.nan), output__kernel=f32(1)),
+        record(
+            dense__kernel=f32(1, 2), batch_normalization__gamma=f32(np.nan), output__kernel=f32(1)
+        ),
         record(dense__kernel=f32(4, 8), batch_normalization__gamma=f32(3), output__kernel=f32(5)),
     ]
     replies = [reply(m1, "europe", updates[0], 1), reply(m2, "asia", updates[1], 3)]

@@ -41,7 +41,9 @@ def test_local_frozen_uniform():
 
 
 def test_first_match_wins():
-    rules = parse_rules([{"match": "output/bias", "rule": "uniform"}, {"match": "output/*", "rule": "local"}])
+    rules = parse_rules(
+        [{"match": "output/bias", "rule": "uniform"}, {"match": "output/*", "rule": "local"}]
+    )
     plan, local = resolve_plan(rules, NAMES, 1)
     assert plan["output/bias"] == "uniform"
     assert plan["output/kernel"] == "keep" and local == ["output/kernel"]

@@ -65,7 +65,7 @@ def test_unknown_name_lists_and_suggests():
 def test_bad_param_names_it_and_lists_accepted():
     with pytest.raises(InvalidParameterError, match=r"'fraction_trian'.*'fraction_train'.*seed"):
         get("fedavg", fraction_trian=0.5)
-    with pytest.raises(InvalidParameterError, match="'layers'.*head"):
+    with pytest.raises(InvalidParameterError, match=r"'layers'.*head"):
         get("fedper", layers=[])
 
 
@@ -93,11 +93,15 @@ def test_get_config_round_trip(strategy):
 
 
 def test_register_custom_and_duplicates():
-    @register("test-custom-fedavg")
     class Custom(FedAvg):
         pass
 
-    assert type(get("TEST-custom-fedavg")) is Custom
+    try:
+        register("test-custom-fedavg")(Custom)
+        assert type(get("TEST-custom-fedavg")) is Custom
+        assert "test-custom-fedavg" in strategies.available()
+    finally:
+        strategies.registry._REGISTRY.pop("test-custom-fedavg", None)
     with pytest.raises(StrategyError, match="already registered"):
         register("fedavg")(Custom)
     with pytest.raises(StrategyError, match="not a flwr Strategy"):

