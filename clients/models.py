@@ -4,6 +4,12 @@ Building a Keras model retraces every ``tf.function``; measured here that made
 the same run 3-8x slower (DESIGN.md, decision 5). So a client process keeps one
 compiled model per (model, client settings, schema) and, each round, sets the
 weights and restores the optimizer's initial state instead of rebuilding.
+
+The compiled model is a :class:`ProximalModel`: it wraps the zoo's model and adds
+FedProx's proximal term (Li et al. 2020) to the training loss inside Keras's own
+train step. ``mu`` and the round's global weights live in non-trainable
+variables set each round, so FedProx needs no rebuild either, and with ``mu = 0``
+the term is skipped by a graph conditional: training is exactly FedAvg's.
 """
 
 from __future__ import annotations
@@ -25,11 +31,99 @@ from fedglobal.models import build_model
 _MAX_CACHED = 8
 
 
+class _Anchor:
+    """FedProx's ``mu`` and ``w_global``: variables kept out of Keras's tracking.
+
+    Held in a plain object so they are not weights of the model: they never
+    travel, are never averaged, and ``model.weights`` stays the zoo model's.
+    """
+
+    def __init__(self, variables: list[keras.Variable]) -> None:
+        self.mu = keras.Variable(0.0, dtype="float32", trainable=False, name="proximal_mu")
+        self.weights = [
+            keras.Variable(
+                np.zeros(v.shape, v.dtype), dtype=v.dtype, trainable=False, name="proximal_anchor"
+            )
+            for v in variables
+        ]
+
+
+class ProximalModel(keras.Model):
+    """A built Keras model whose training loss gains ``mu/2 * ||w - w_global||^2``.
+
+    FedProx (Li et al. 2020, "Federated Optimization in Heterogeneous Networks"):
+    ``w`` are the trainable variables, ``w_global`` their values when the round
+    started (:meth:`set_proximal`). The term is added in :meth:`compute_loss`,
+    which Keras's train step calls inside its gradient tape, so the optimizer
+    sees ``grad F_k(w) + mu * (w - w_global)``. It is scaled by 1/replicas like
+    Keras's compiled loss, so ``tf.distribute`` sums it once. When ``mu == 0`` a
+    graph conditional skips it and adds an exact zero.
+
+    Args:
+        inner: the built model (its variables, names and paths are unchanged).
+    """
+
+    def __init__(self, inner: keras.Model) -> None:
+        super().__init__(name=inner.name)
+        self.inner = inner
+        self._anchor = _Anchor(list(inner.trainable_variables))
+        self.built = True
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.inner(inputs, training=training)
+
+    @property
+    def proximal_mu(self) -> float:
+        """The current ``mu``."""
+        return float(self._anchor.mu.numpy())
+
+    def set_proximal(self, mu: float) -> None:
+        """Set ``mu`` and, if it is positive, take ``w_global`` from the current weights."""
+        if not (mu >= 0 and np.isfinite(mu)):
+            raise ValueError(f"proximal mu must be a finite number >= 0, got {mu!r}")
+        self._anchor.mu.assign(float(mu))
+        if mu > 0:
+            for anchor, var in zip(
+                self._anchor.weights, self.inner.trainable_variables, strict=True
+            ):
+                anchor.assign(var.value)
+
+    def _proximal_term(self) -> Any:
+        mu = self._anchor.mu
+
+        def term() -> Any:
+            squares = [
+                keras.ops.sum(
+                    keras.ops.square(keras.ops.cast(w, "float32") - keras.ops.cast(g, "float32"))
+                )
+                for w, g in zip(self.inner.trainable_variables, self._anchor.weights, strict=True)
+            ]
+            total = 0.5 * mu * keras.ops.sum(keras.ops.stack(squares))
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            return total / replicas if replicas > 1 else total
+
+        return keras.ops.cond(mu > 0.0, term, lambda: keras.ops.zeros((), "float32"))
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        """Keras's loss, plus the proximal term when training."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if not training or not self.inner.trainable_variables:
+            return loss
+        return loss + keras.ops.cast(self._proximal_term(), loss.dtype)
+
+
 @dataclass
 class CompiledModel:
     """A compiled model, its distribution strategy and its optimizer's initial state."""
 
-    model: keras.Model
+    model: ProximalModel
     strategy: tf.distribute.Strategy
     optimizer_initial: list[np.ndarray]
     names: list[str]
@@ -38,6 +132,26 @@ class CompiledModel:
         """Put every optimizer variable (moments, step count...) back to its start."""
         for var, value in zip(self.model.optimizer.variables, self.optimizer_initial, strict=True):
             var.assign(value)
+
+    def set_proximal(self, mu: float) -> None:
+        """FedProx's ``mu`` for this round; ``w_global`` is taken from the current weights."""
+        with self.strategy.scope():
+            self.model.set_proximal(mu)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the layers' own random streams (dropout masks...) from ``seed``.
+
+        Keras layers such as Dropout keep a SeedGenerator whose state advances on
+        every call and is not reset by ``keras.utils.set_random_seed``; without
+        this, a round's dropout masks would depend on everything the process ran
+        before (DESIGN decision 8).
+        """
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        if not states:
+            return
+        draws = np.random.default_rng([seed, 0x5EED]).integers(1, 2**31 - 1, size=len(states))
+        for var, value in zip(states, draws.tolist(), strict=True):
+            var.assign(np.array([value, 0], dtype=var.dtype))
 
 
 _CACHE: OrderedDict[str, CompiledModel] = OrderedDict()
@@ -94,15 +208,19 @@ def compiled_model(model_cfg: ModelConfig, client: ClientConfig, schema: Schema)
         return _CACHE[key]
     strategy = distribution_strategy(client)
     with strategy.scope():
-        model = build_model(model_cfg, schema)
+        inner = build_model(model_cfg, schema)
+        model = ProximalModel(inner)
         loss = "sparse_categorical_crossentropy" if schema.task == "classification" else "mse"
         model.compile(optimizer=make_optimizer(client), loss=loss)
         model.optimizer.build(model.trainable_variables)
+    names = [v.path for v in model.weights]
+    if names != [v.path for v in inner.weights]:  # the wrapper adds no weight
+        raise RuntimeError(f"ProximalModel changed the model's variables: {names[:5]}")
     entry = CompiledModel(
         model=model,
         strategy=strategy,
         optimizer_initial=[np.array(v.numpy()) for v in model.optimizer.variables],
-        names=[v.path for v in model.weights],
+        names=names,
     )
     _CACHE[key] = entry
     while len(_CACHE) > _MAX_CACHED:

@@ -7,6 +7,7 @@ config. Weights come in and go out *named* by Keras variable path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,13 +79,41 @@ class RegionalClient:
         """The model's current weights, named."""
         return dict(zip(self._compiled.names, self.model.get_weights(), strict=True))
 
-    def fit(self, weights: Mapping[str, np.ndarray], server_round: int) -> FitResult:
-        """Local training from ``weights``; returns the new weights and train loss."""
+    def full_steps(self) -> int:
+        """Local steps of a full round: ``[client] steps``, else epochs x batches."""
         client = self.config.client
+        if client.steps:
+            return int(client.steps)
+        return client.epochs * max(1, math.ceil(len(self.arrays.x_train) / client.batch_size))
+
+    def fit(
+        self,
+        weights: Mapping[str, np.ndarray],
+        server_round: int,
+        *,
+        proximal_mu: float = 0.0,
+        local_steps: int | None = None,
+    ) -> FitResult:
+        """Local training from ``weights``; returns the new weights and train loss.
+
+        Args:
+            weights: the round's starting (global) weights, by name.
+            server_round: the round, which seeds the shuffle with the region.
+            proximal_mu: FedProx's ``mu`` (Li et al. 2020): the training loss gains
+                ``mu/2 * ||w - weights||^2``. 0 (the default) is plain FedAvg.
+            local_steps: stop after this many optimizer steps if fewer than the
+                full round (:meth:`full_steps`): a straggler's partial work.
+        """
+        client = self.config.client
+        if local_steps is not None and local_steps < 1:
+            raise ValueError(f"region {self.region}: local_steps must be >= 1, got {local_steps}")
         seed = shuffle_seed(self.config.experiment.seed, server_round, self.region)
         keras.utils.set_random_seed(seed)
+        self._compiled.reseed(seed)
         self.set_weights(weights)
         self._compiled.reset_optimizer()
+        self._compiled.set_proximal(proximal_mu)
+        partial = local_steps is not None and local_steps < self.full_steps()
         x, y = self.arrays.x_train, self.arrays.y_train
         data = make_dataset(
             x,
@@ -92,13 +121,17 @@ class RegionalClient:
             batch_size=client.batch_size,
             shuffle=client.shuffle,
             seed=seed,
-            repeat=client.steps is not None,
+            repeat=client.steps is not None or partial,
         )
+        if partial:
+            epochs, steps = 1, local_steps
+        else:
+            epochs, steps = (1, client.steps) if client.steps else (client.epochs, None)
         with self._compiled.strategy.scope():
             history = self.model.fit(
                 data,
-                epochs=1 if client.steps else client.epochs,
-                steps_per_epoch=client.steps,
+                epochs=epochs,
+                steps_per_epoch=steps,
                 shuffle=False,  # the tf.data pipeline shuffles, seeded by (seed, round, region)
                 verbose=0,
             )

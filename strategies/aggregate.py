@@ -5,7 +5,8 @@ Keras variable paths (``"dense/kernel"``) to NumPy arrays. The functions here
 implement Federated Averaging (McMahan et al. 2017, "Communication-Efficient
 Learning of Deep Networks from Decentralized Data") and its per-layer variants
 (FedPer, Arivazhagan et al. 2019; FedBN, Li et al. 2021; per-layer aggregation
-intervals, FedLAMA, Lee et al. 2023).
+intervals, FedLAMA, Lee et al. 2023), including per-layer weights by a named
+criterion (:data:`CRITERIA`, :func:`layer_weights`).
 
 They stream: the iterable of updates is consumed once, and each layer has a
 single accumulator updated in place, so memory does not grow with the number of
@@ -36,22 +37,34 @@ from .errors import (
 )
 
 __all__ = [
+    "CRITERIA",
+    "LOSS_FLOOR",
     "MODES",
     "Reference",
     "Update",
     "aggregate_layerwise",
     "check_update",
     "check_weight",
+    "criterion_weight",
+    "layer_weights",
     "reference_of",
     "uniform_average",
     "weighted_average",
 ]
 
 Reference = Mapping[str, tuple[tuple[int, ...], np.dtype]]
-Update = tuple[str, Mapping[str, np.ndarray], float]
+#: ``(client_label, arrays, weight)``; the weight is one number for every layer, or
+#: (for :func:`aggregate_layerwise`) a ``{name: weight}`` mapping per weighted layer.
+Update = tuple[str, Mapping[str, np.ndarray], float | Mapping[str, float]]
 
 #: Per-layer aggregation modes understood by :func:`aggregate_layerwise`.
 MODES = ("weighted", "uniform", "keep")
+
+#: Named per-layer weighting criteria of "weighted" layers (see :func:`criterion_weight`).
+CRITERIA = ("num-examples", "uniform", "inverse-loss", "update-norm")
+
+#: Losses below this are treated as this value by the "inverse-loss" criterion.
+LOSS_FLOOR = 1e-8
 
 _MAX_LISTED = 5
 
@@ -186,21 +199,29 @@ def _stream(
     reference: Reference | None,
     keys: Sequence[str] | None,
     validate: bool,
+    fallback: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Accumulate weighted and uniform layers in one pass; return averages by name.
 
     ``modes`` maps names to "weighted" / "uniform" / "keep"; names absent from it
     get ``default``. "keep" layers are validated (unless ``validate`` is False)
-    except for finiteness, and not accumulated.
+    except for finiteness, and not accumulated. An update's weight is a number
+    (every weighted layer) or a ``{name: weight}`` mapping covering every weighted
+    layer; totals are kept per layer. When per-layer weights were given, a weighted
+    layer whose total is 0 takes ``fallback[name]`` (if given); otherwise a zero
+    total raises :class:`ZeroTotalWeightError`.
     """
     acc: dict[str, np.ndarray] = {}
     tmp: dict[str, np.ndarray] = {}
     mode_of: dict[str, str] = {}
     finite: set[str] = set()
-    total = 0.0
+    totals: dict[str, float] = {}
     count = 0
+    mapped = False
     for client, arrays, weight in updates:
-        w = check_weight(weight, client=client, allow_zero=True)
+        per_layer = weight if isinstance(weight, Mapping) else None
+        mapped = mapped or per_layer is not None
+        w = 0.0 if per_layer is not None else check_weight(weight, client=client, allow_zero=True)
         if reference is None:
             names = list(arrays) if keys is None else list(keys)
             missing = [n for n in names if n not in arrays]
@@ -218,18 +239,26 @@ def _stream(
                 if mode != "keep":
                     finite.add(name)
                     acc[name] = np.zeros(shape, _acc_dtype(np.dtype(dtype)))
+                    totals[name] = 0.0
                     if mode == "weighted":
                         tmp[name] = np.empty_like(acc[name])
         if validate:
             check_update(arrays, reference, client=client, finite=finite)
         for name, sink in acc.items():
             value = arrays[name]
-            if mode_of[name] == "uniform" or w == 1.0:
+            if mode_of[name] == "uniform":
+                np.add(sink, value, out=sink)
+                continue
+            if per_layer is not None:
+                if name not in per_layer:
+                    raise InvalidWeightError("no weight for this layer", client=client, layer=name)
+                w = check_weight(per_layer[name], client=client, allow_zero=True)
+            if w == 1.0:
                 np.add(sink, value, out=sink)
             elif w != 0.0:
                 np.multiply(value, w, out=tmp[name])
                 np.add(sink, tmp[name], out=sink)
-        total += w
+            totals[name] += w
         count += 1
     if count == 0:
         raise ZeroTotalWeightError("no updates to aggregate (total weight 0)")
@@ -237,10 +266,13 @@ def _stream(
     for name, (_, dtype) in (reference or {}).items():
         if mode_of[name] == "keep":
             continue
-        divisor = float(count) if mode_of[name] == "uniform" else total
+        divisor = float(count) if mode_of[name] == "uniform" else totals[name]
+        if divisor <= 0 and mapped and fallback is not None and name in fallback:
+            out[name] = np.array(fallback[name], dtype=dtype, copy=True)
+            continue
         if divisor <= 0:
             raise ZeroTotalWeightError(
-                f"total weight of {count} update(s) is {total:g}; it must be positive",
+                f"total weight of {count} update(s) is {divisor:g}; it must be positive",
                 layer=name,
             )
         out[name] = _finish(acc[name], divisor, np.dtype(dtype))
@@ -306,6 +338,11 @@ def aggregate_layerwise(
     Updates are validated against ``current``'s names, shapes and dtypes; "keep"
     layers are not checked for finiteness since they are not used.
 
+    An update's weight may be a ``{name: weight}`` mapping (see
+    :func:`layer_weights`) giving each "weighted" layer its own weight; a layer
+    whose weights sum to 0 (e.g. "update-norm" when no client moved it) keeps
+    ``current``'s value.
+
     Returns:
         ``{name: array}`` in ``current``'s order. "keep" entries are ``current``'s
         arrays themselves (not copies).
@@ -326,9 +363,89 @@ def aggregate_layerwise(
     if all(plan[n] == "keep" for n in names):
         averaged: dict[str, np.ndarray] = {}
         for client, arrays, weight in updates:  # still validate and consume once
-            check_weight(weight, client=client, allow_zero=True)
+            for w in weight.values() if isinstance(weight, Mapping) else [weight]:
+                check_weight(w, client=client, allow_zero=True)
             if validate:
                 check_update(arrays, reference, client=client, finite=())
     else:
-        averaged = _stream(updates, plan, "weighted", reference, None, validate)
+        averaged = _stream(updates, plan, "weighted", reference, None, validate, current)
     return {n: averaged[n] if plan[n] != "keep" else np.asarray(current[n]) for n in names}
+
+
+def criterion_weight(
+    criterion: str,
+    *,
+    client: str,
+    num_examples: float,
+    loss: object = None,
+    update: np.ndarray | None = None,
+    current: np.ndarray | None = None,
+    layer: str | None = None,
+) -> float:
+    """One client's weight for one layer under a named criterion (:data:`CRITERIA`).
+
+    - ``"num-examples"``: ``n_k``, as FedAvg (McMahan et al. 2017).
+    - ``"uniform"``: ``1``: every client counts once.
+    - ``"inverse-loss"``: ``n_k / max(loss_k, LOSS_FLOOR)``, with ``loss_k`` the
+      client's reported training loss: clients whose local model fits their own
+      data better count more for this layer.
+    - ``"update-norm"``: ``n_k * ||x_k - x||_2``, the L2 norm of how far the client
+      moved this layer from the round's global value ``current``: clients that
+      learned most on this layer count most. It is not robust to outliers (an
+      outlier moves far); use a robust rule for adversarial settings.
+
+    Raises:
+        InvalidWeightError: an unusable loss (non-numeric, non-finite, negative).
+        StrategyError: an unknown criterion, or a missing ``update``/``current``.
+    """
+    n = check_weight(num_examples, client=client, allow_zero=True)
+    if criterion == "num-examples":
+        return n
+    if criterion == "uniform":
+        return 1.0
+    if criterion == "inverse-loss":
+        if (
+            isinstance(loss, bool | np.bool_)
+            or not isinstance(loss, numbers.Real)
+            or not math.isfinite(float(loss))
+            or float(loss) < 0
+        ):
+            raise InvalidWeightError(
+                f"criterion 'inverse-loss' needs a finite training 'loss' >= 0, got {loss!r}",
+                client=client,
+                layer=layer,
+            )
+        return n / max(float(loss), LOSS_FLOOR)
+    if criterion == "update-norm":
+        if update is None or current is None:
+            raise StrategyError("criterion 'update-norm' needs the update and the current value")
+        diff = np.asarray(update, dtype=np.float64) - np.asarray(current, dtype=np.float64)
+        return n * float(np.sqrt(np.vdot(diff, diff).real))
+    raise StrategyError(f"unknown weighting criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+
+
+def layer_weights(
+    criteria: Mapping[str, str],
+    arrays: Mapping[str, np.ndarray],
+    *,
+    client: str,
+    num_examples: float,
+    loss: object = None,
+    current: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """``{name: weight}`` for every layer in ``criteria`` (see :func:`criterion_weight`).
+
+    The result is an update weight for :func:`aggregate_layerwise`.
+    """
+    return {
+        name: criterion_weight(
+            criterion,
+            client=client,
+            num_examples=num_examples,
+            loss=loss,
+            update=arrays.get(name),
+            current=None if current is None else current.get(name),
+            layer=name,
+        )
+        for name, criterion in criteria.items()
+    }
