@@ -55,7 +55,7 @@ def test_fedavg_of_one_full_batch_sgd_step_equals_centralised_sgd(tmp_path):
     start = _initial(clients[0])
     results = [c.fit(start, server_round=1) for c in clients]
     fedavg = weighted_average(
-        (c.region, r.weights, r.num_examples) for c, r in zip(clients, results)
+        (c.region, r.weights, r.num_examples) for c, r in zip(clients, results, strict=True)
     )
 
     pooled = data.RegionArrays(
