@@ -37,11 +37,33 @@ def experiment_from(config: ConfigRecord) -> ExperimentConfig:
     return _experiment(str(config["experiment"]), str(config.get("base-dir", ".")))
 
 
-def _region(context: Context) -> tuple[str, str | None]:
-    region = context.node_config.get("region")
+@functools.lru_cache(maxsize=64)
+def _regions(cfg: ExperimentConfig) -> tuple[str, ...]:
+    return tuple(data.list_regions(cfg))
+
+
+def _region(context: Context, cfg: ExperimentConfig) -> tuple[str, str | None]:
+    """This node's region (and local data file) from its node config.
+
+    A SuperNode names its region (``region``, optionally ``data-path``). A node
+    that only has Flower's simulation keys (``partition-id``, ``num-partitions``)
+    is the ``partition-id``-th of the experiment's sorted regions.
+    """
+    node_config = context.node_config
+    region = node_config.get("region")
+    if not region and "partition-id" in node_config:
+        regions = _regions(cfg)
+        partition = int(node_config["partition-id"])
+        num = int(node_config.get("num-partitions", len(regions)))
+        if num != len(regions) or not 0 <= partition < len(regions):
+            raise DataError(
+                f"this node is partition {partition} of {num}, but the experiment has "
+                f"{len(regions)} regions: run one node per region"
+            )
+        region = regions[partition]
     if not region:
         raise DataError("this node has no 'region' in its node config (e.g. region='europe')")
-    path = context.node_config.get("data-path")
+    path = node_config.get("data-path")
     return str(region), (str(path) if path else None)
 
 
@@ -68,7 +90,7 @@ def query(message: Message, context: Context) -> Message:
     """Send the region's aggregate statistics (sums, counts, label set); no rows."""
     config = message.content["config"]
     cfg = experiment_from(config)
-    region, path = _region(context)
+    region, path = _region(context, cfg)
     stats = data.local_stats(_table(cfg, region, path), cfg)
     scalars, lists = stats.to_records()
     meta = _meta(region, config)
@@ -92,8 +114,9 @@ def _weights_for(message: Message, context: Context) -> dict:
 
 def _client_for(message: Message, context: Context) -> RegionalClient:
     config = message.content["config"]
-    region, path = _region(context)
-    return _client(experiment_from(config), region, path, str(config["schema"]))
+    cfg = experiment_from(config)
+    region, path = _region(context, cfg)
+    return _client(cfg, region, path, str(config["schema"]))
 
 
 @app.train()
@@ -101,7 +124,13 @@ def train(message: Message, context: Context) -> Message:
     """Local training from the global weights; reply with new weights and the count."""
     config = message.content["config"]
     client = _client_for(message, context)
-    result = client.fit(_weights_for(message, context), int(config["server-round"]))
+    steps = config.get("local-steps")  # a straggler's partial work (strategies.FedAvg)
+    result = client.fit(
+        _weights_for(message, context),
+        int(config["server-round"]),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),  # strategies.FedProx
+        local_steps=None if steps is None else int(steps),
+    )
     if "local-layers" in config:
         context.state[LOCAL_STATE_KEY] = to_record(result.weights)
     content = RecordDict(

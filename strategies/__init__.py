@@ -1,28 +1,55 @@
 """Server-side aggregation for fedglobal: pure maths, Flower strategies, a registry.
 
 - :mod:`strategies.aggregate`: streaming, checked averages of named arrays.
-- :class:`FedAvg` (McMahan et al. 2017), :class:`Layerwise` (per-layer rules and
-  intervals, FedLAMA-style, Lee et al. 2023), :class:`FedPer` (Arivazhagan et al.
-  2019), :class:`FedBN` (Li et al. 2021).
+- :mod:`strategies.robust`: robust rules (median, trimmed mean, Krum, Bulyan).
+- :mod:`strategies.server_opt`: server optimizers (momentum, Adagrad, Adam, Yogi).
+- :class:`FedAvg` (McMahan et al. 2017), :class:`FedProx` (Li et al. 2020).
+- :class:`FedAvgM` (Hsu et al. 2019); :class:`FedAdagrad`, :class:`FedAdam`,
+  :class:`FedYogi` (Reddi et al. 2021).
+- :class:`FedMedian`, :class:`FedTrimmedAvg` (Yin et al. 2018); :class:`Krum`,
+  :class:`MultiKrum` (Blanchard et al. 2017); :class:`Bulyan` (El Mhamdi et al. 2018).
+- :class:`Layerwise` (per-layer rules, intervals as in FedLAMA, Lee et al. 2023,
+  per-layer weighting criteria), :class:`FedPer` (Arivazhagan et al. 2019),
+  :class:`FedBN` (Li et al. 2021).
 - :func:`get` / :func:`register` / :func:`available`: strategies by name.
+
+Every strategy subclasses :class:`FedAvg` and has ``get_config()``,
+``state_dict()`` and ``load_state_dict()``.
 """
 
-from . import aggregate, errors
-from .fedavg import FedAvg
+from . import aggregate, errors, robust, server_opt
+from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from .fedavg import LOCAL_STEPS_KEY, FedAvg
+from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from .fedprox import PROXIMAL_MU_KEY, FedProx
 from .layer_rules import LayerRule
 from .layerwise import LOCAL_LAYERS_KEY, FedBN, FedPer, Layerwise
 from .registry import available, get, register
 
 __all__ = [
     "LOCAL_LAYERS_KEY",
+    "LOCAL_STEPS_KEY",
+    "PROXIMAL_MU_KEY",
+    "Bulyan",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedAvgM",
     "FedBN",
+    "FedMedian",
     "FedPer",
+    "FedProx",
+    "FedTrimmedAvg",
+    "FedYogi",
+    "Krum",
     "LayerRule",
     "Layerwise",
+    "MultiKrum",
     "aggregate",
     "available",
     "errors",
     "get",
     "register",
+    "robust",
+    "server_opt",
 ]

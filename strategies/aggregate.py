@@ -207,15 +207,23 @@ def _stream(
     get ``default``. "keep" layers are validated (unless ``validate`` is False)
     except for finiteness, and not accumulated. An update's weight is a number
     (every weighted layer) or a ``{name: weight}`` mapping covering every weighted
-    layer; totals are kept per layer. When per-layer weights were given, a weighted
-    layer whose total is 0 takes ``fallback[name]`` (if given); otherwise a zero
-    total raises :class:`ZeroTotalWeightError`.
+    layer; totals are kept per layer.
+
+    Weights enter relative to the first positive weight of each layer: the
+    accumulator holds ``sum_k (w_k / w_1) x_k`` and is divided by
+    ``sum_k w_k / w_1``. The first (or only) contributing update has factor
+    exactly 1.0, so the FedAvg of one update is that update, bit for bit.
+
+    When per-layer weights were given, a weighted layer whose total is 0 takes
+    ``fallback[name]`` (if given); otherwise a zero total raises
+    :class:`ZeroTotalWeightError`.
     """
     acc: dict[str, np.ndarray] = {}
     tmp: dict[str, np.ndarray] = {}
     mode_of: dict[str, str] = {}
     finite: set[str] = set()
-    totals: dict[str, float] = {}
+    totals: dict[str, float] = {}  # sum of w_k / w_1 per layer
+    first: dict[str, float] = {}  # w_1: the first positive weight per layer
     count = 0
     mapped = False
     for client, arrays, weight in updates:
@@ -253,12 +261,15 @@ def _stream(
                 if name not in per_layer:
                     raise InvalidWeightError("no weight for this layer", client=client, layer=name)
                 w = check_weight(per_layer[name], client=client, allow_zero=True)
-            if w == 1.0:
+            if w == 0.0:
+                continue
+            factor = w / first.setdefault(name, w)
+            if factor == 1.0:
                 np.add(sink, value, out=sink)
-            elif w != 0.0:
-                np.multiply(value, w, out=tmp[name])
+            else:
+                np.multiply(value, factor, out=tmp[name])
                 np.add(sink, tmp[name], out=sink)
-            totals[name] += w
+            totals[name] += factor
         count += 1
     if count == 0:
         raise ZeroTotalWeightError("no updates to aggregate (total weight 0)")
@@ -267,12 +278,13 @@ def _stream(
         if mode_of[name] == "keep":
             continue
         divisor = float(count) if mode_of[name] == "uniform" else totals[name]
+        absolute = divisor * first.get(name, 0.0) if mode_of[name] != "uniform" else divisor
         if divisor <= 0 and mapped and fallback is not None and name in fallback:
             out[name] = np.array(fallback[name], dtype=dtype, copy=True)
             continue
         if divisor <= 0:
             raise ZeroTotalWeightError(
-                f"total weight of {count} update(s) is {divisor:g}; it must be positive",
+                f"total weight of {count} update(s) is {absolute:g}; it must be positive",
                 layer=name,
             )
         out[name] = _finish(acc[name], divisor, np.dtype(dtype))

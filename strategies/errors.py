@@ -19,7 +19,9 @@ __all__ = [
     "LayerRuleError",
     "NonFiniteError",
     "NotEnoughClientsError",
+    "PreconditionError",
     "ShapeMismatchError",
+    "StateDictError",
     "StrategyError",
     "UnknownStrategyError",
     "ZeroTotalWeightError",
@@ -116,3 +118,31 @@ class NotEnoughClientsError(StrategyError):
             f"Not enough clients: {required} required, {connected} connected "
             f"after waiting {waited:g}s (wait_timeout)."
         )
+
+
+class PreconditionError(StrategyError):
+    """A robust rule's precondition on the number of clients does not hold.
+
+    Raised by the constructor (against ``min_train_clients``) and at aggregation
+    time (against the number of accepted replies).
+
+    Attributes:
+        rule: the rule's registry name (``"krum"``, ``"bulyan"``...).
+        n: the number of clients the check was made against.
+        f: the assumed number of malicious clients (``num_malicious``).
+        required: the smallest ``n`` the rule accepts for this ``f``.
+    """
+
+    def __init__(self, rule: str, *, n: int, f: int, required: int, condition: str, where: str):
+        self.rule = rule
+        self.n = n
+        self.f = f
+        self.required = required
+        super().__init__(
+            f"{rule}: needs {condition}, i.e. at least {required} clients for f = {f} "
+            f"malicious; got n = {n} {where}"
+        )
+
+
+class StateDictError(StrategyError):
+    """A state dict does not fit the strategy it is loaded into."""

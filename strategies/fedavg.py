@@ -11,15 +11,22 @@ Differences from ``flwr.serverapp.strategy.FedAvg``, which this subclasses:
 - each reply is checked (weight, names, shapes, dtypes, finiteness) against the
   arrays sent that round; a bad reply is rejected, logged and recorded in
   ``self.rejected`` while the others are aggregated;
-- aggregation streams through :func:`strategies.aggregate.weighted_average`.
+- aggregation streams through :func:`strategies.aggregate.weighted_average`;
+- stragglers can be simulated (``stragglers``): each round a seeded fraction of
+  the sampled clients is told to stop after a random number of local steps
+  (config key ``"local-steps"``); FedAvg drops their updates, as in the FedProx
+  paper's comparison (Li et al. 2020), unless ``drop_stragglers=False``;
+- ``state_dict()`` / ``load_state_dict()`` save and restore what the strategy
+  carries between rounds (plain Python and NumPy values).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -44,10 +51,16 @@ from .aggregate import (
     reference_of,
     weighted_average,
 )
-from .errors import AggregationError, InvalidParameterError, StrategyError
-from .sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_clients, wait_for_clients
+from .errors import AggregationError, InvalidParameterError, StateDictError, StrategyError
+from .sampling import (
+    EVALUATE_STREAM,
+    TRAIN_STREAM,
+    sample_clients,
+    select_stragglers,
+    wait_for_clients,
+)
 
-__all__ = ["FedAvg", "MetricsAggrFn"]
+__all__ = ["LOCAL_STEPS_KEY", "FedAvg", "MetricsAggrFn"]
 
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 
@@ -55,6 +68,9 @@ MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 METRICS_KEY = "metrics"
 META_KEY = "meta"
 REGION_KEY = "region"
+
+#: Train config key limiting a client's local steps this round (stragglers).
+LOCAL_STEPS_KEY = "local-steps"
 
 
 def _fraction(name: str, value: object) -> float:
@@ -84,6 +100,18 @@ def _seconds(name: str, value: object) -> float:
     return float(value)
 
 
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidParameterError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def _callable(name: str, value: object) -> None:
     if value is not None and not callable(value):
         raise InvalidParameterError(f"{name} must be a callable or None, got {value!r}")
@@ -106,11 +134,26 @@ class FedAvg(FlowerFedAvg):
         train_metrics_aggr_fn: ``(list[RecordDict], weight_key) -> MetricRecord``;
             default Flower's example-weighted ``aggregate_metricrecords``.
         evaluate_metrics_aggr_fn: same for evaluation replies.
+        stragglers: fraction of each round's sampled train clients that straggle,
+            in [0, 1]: ``int(n * stragglers)`` of the ``n`` sampled clients, chosen
+            with ``default_rng([seed, r, 2])``. They are told,
+            through the train config key ``"local-steps"``, to stop after a number
+            of local steps drawn uniformly from ``[1, straggler_max_steps]``
+            (a client never does more than its full work). This simulates
+            systems heterogeneity as in FedProx (Li et al. 2020, section 5.2).
+        straggler_max_steps: the most local steps a straggler completes (>= 1).
+            Set it below the clients' full work per round (``epochs x batches``,
+            or ``[client] steps``) for the stragglers to be partial.
+        drop_stragglers: whether straggler replies are dropped (FedAvg: the server
+            does not wait for devices that miss the deadline) rather than
+            aggregated (FedProx keeps their partial work). Dropped replies are
+            recorded in ``dropped``.
 
     Attributes:
         rejected: replies refused by the checks, as dicts with keys round, stage,
             region, node, reason.
         failures: error replies (the client raised), same keys.
+        dropped: straggler replies dropped (``drop_stragglers``), same keys.
     """
 
     def __init__(
@@ -125,6 +168,9 @@ class FedAvg(FlowerFedAvg):
         wait_timeout: float = 60.0,
         train_metrics_aggr_fn: MetricsAggrFn | None = None,
         evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        stragglers: float = 0.0,
+        straggler_max_steps: int = 1,
+        drop_stragglers: bool = True,
     ) -> None:
         self._params: dict[str, Any] = {
             "fraction_train": fraction_train,
@@ -136,6 +182,9 @@ class FedAvg(FlowerFedAvg):
             "wait_timeout": wait_timeout,
             "train_metrics_aggr_fn": train_metrics_aggr_fn,
             "evaluate_metrics_aggr_fn": evaluate_metrics_aggr_fn,
+            "stragglers": stragglers,
+            "straggler_max_steps": straggler_max_steps,
+            "drop_stragglers": drop_stragglers,
         }
         _callable("train_metrics_aggr_fn", train_metrics_aggr_fn)
         _callable("evaluate_metrics_aggr_fn", evaluate_metrics_aggr_fn)
@@ -150,9 +199,14 @@ class FedAvg(FlowerFedAvg):
         )
         self.seed = _count("seed", seed)
         self.wait_timeout = _seconds("wait_timeout", wait_timeout)
+        self.stragglers = _fraction("stragglers", stragglers)
+        self.straggler_max_steps = _positive_int("straggler_max_steps", straggler_max_steps)
+        self.drop_stragglers = _flag("drop_stragglers", drop_stragglers)
         self.rejected: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
+        self.dropped: list[dict[str, Any]] = []
         self._regions: dict[int, str] = {}
+        self._straggling: tuple[int | None, dict[int, int]] = (None, {})
         self._sent_round: int | None = None
         self._reference: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
 
@@ -164,6 +218,63 @@ class FedAvg(FlowerFedAvg):
         """Log the strategy's configuration."""
         super().summary()
         log(INFO, "\t└──> Seed: %d | wait_timeout: %.1fs", self.seed, self.wait_timeout)
+        if self.stragglers:
+            log(
+                INFO,
+                "\t└──> Stragglers: %.0f%% (<= %d local steps), %s",
+                100 * self.stragglers,
+                self.straggler_max_steps,
+                "dropped" if self.drop_stragglers else "aggregated",
+            )
+
+    # ---- state -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the strategy carries between rounds, as plain Python and NumPy values.
+
+        Keys: ``"strategy"`` (the class name), ``"rejected"``, ``"failures"``,
+        ``"dropped"`` (the logs, lists of dicts) and ``"regions"`` (node id ->
+        region label seen in replies); subclasses add their own (server optimizer
+        moments...). The result is a deep copy: changing it does not change the
+        strategy. Sampling and stragglers derive from (seed, round) and need no
+        state.
+        """
+        return {
+            "strategy": type(self).__name__,
+            "rejected": copy.deepcopy(self.rejected),
+            "failures": copy.deepcopy(self.failures),
+            "dropped": copy.deepcopy(self.dropped),
+            "regions": dict(self._regions),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` of a strategy of the same class.
+
+        Raises:
+            StateDictError: another class, or missing or unexpected keys.
+        """
+        if not isinstance(state, Mapping):
+            raise StateDictError(f"state must be a mapping, got {type(state).__name__}")
+        name = type(self).__name__
+        if state.get("strategy") != name:
+            raise StateDictError(
+                f"state dict is for strategy {state.get('strategy')!r}, not {name!r}"
+            )
+        expected = set(self.state_dict())
+        missing = sorted(expected - set(state))
+        extra = sorted(set(state) - expected)
+        if missing or extra:
+            raise StateDictError(
+                f"{name} state dict: missing keys {missing}, unexpected keys {extra}"
+            )
+        self._load_state(copy.deepcopy(dict(state)))
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """Set attributes from a checked state dict; subclasses extend it."""
+        self.rejected = list(state["rejected"])
+        self.failures = list(state["failures"])
+        self.dropped = list(state["dropped"])
+        self._regions = {int(k): str(v) for k, v in state["regions"].items()}
 
     # ---- configure -------------------------------------------------------------
 
@@ -196,6 +307,10 @@ class FedAvg(FlowerFedAvg):
         out["server-round"] = server_round
         return out
 
+    def _train_config(self, config: ConfigRecord, server_round: int) -> ConfigRecord:
+        """This round's train config (a copy); subclasses add training keys."""
+        return self._round_config(config, server_round)
+
     def _remember(self, server_round: int, arrays: ArrayRecord) -> None:
         """Keep what the reference checks of this round's replies need."""
         self._sent_round = server_round
@@ -209,13 +324,33 @@ class FedAvg(FlowerFedAvg):
             return []
         node_ids = self._sample(grid, server_round, train=True)
         self._remember(server_round, arrays)
-        record = RecordDict(
-            {
-                self.arrayrecord_key: arrays,
-                self.configrecord_key: self._round_config(config, server_round),
-            }
-        )
-        return self._construct_messages(record, node_ids, MessageType.TRAIN)
+        train_config = self._train_config(config, server_round)
+        stragglers: dict[int, int] = {}
+        if self.stragglers > 0:
+            stragglers = select_stragglers(
+                node_ids,
+                fraction=self.stragglers,
+                max_steps=self.straggler_max_steps,
+                seed=self.seed,
+                server_round=server_round,
+            )
+            log(
+                INFO,
+                "configure_train: %d straggler(s) this round (%s)",
+                len(stragglers),
+                "dropped" if self.drop_stragglers else "aggregated",
+            )
+        self._straggling = (server_round, stragglers)
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: train_config})
+        messages = []
+        for node in node_ids:
+            content = record
+            if node in stragglers:
+                partial = ConfigRecord(dict(train_config.items()))
+                partial[LOCAL_STEPS_KEY] = stragglers[node]
+                content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: partial})
+            messages.extend(self._construct_messages(content, [node], MessageType.TRAIN))
+        return messages
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -256,7 +391,9 @@ class FedAvg(FlowerFedAvg):
                 "reason": reason,
             }
         )
-        kind = "failed" if into is self.failures else "rejected"
+        kind = (
+            "failed" if into is self.failures else "dropped" if into is self.dropped else "rejected"
+        )
         log(WARNING, "%s round %d: %s %s: %s", stage, server_round, label, kind, reason)
 
     def _without_errors(
@@ -270,6 +407,21 @@ class FedAvg(FlowerFedAvg):
             else:
                 valid.append(msg)
         return valid
+
+    def _without_stragglers(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """Drop (and record) straggler replies when ``drop_stragglers``."""
+        sent_round, stragglers = self._straggling
+        if not self.drop_stragglers or sent_round != server_round or not stragglers:
+            return replies
+        kept = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if node in stragglers:
+                reason = f"straggler ({LOCAL_STEPS_KEY} = {stragglers[node]}): update dropped"
+                self._record(self.dropped, server_round, "train", msg, reason)
+            else:
+                kept.append(msg)
+        return kept
 
     def _weight(self, content: RecordDict, label: str) -> float:
         metrics = content.get(METRICS_KEY)
@@ -285,6 +437,20 @@ class FedAvg(FlowerFedAvg):
     def _finite_layers(self, server_round: int) -> Iterable[str] | None:
         """Names that must be finite in replies (None: all)."""
         return None
+
+    def _update_weight(
+        self,
+        server_round: int,
+        content: RecordDict,
+        label: str,
+        arrays: dict[str, np.ndarray],
+        weight: float,
+    ) -> float | dict[str, float]:
+        """The weight an accepted update is aggregated with (default: num-examples).
+
+        Subclasses may return per-layer weights; a StrategyError rejects the reply.
+        """
+        return weight
 
     def _updates(
         self, server_round: int, replies: list[Message], accepted: list[RecordDict]
@@ -311,6 +477,7 @@ class FedAvg(FlowerFedAvg):
                     )
                     self._reference = reference_of(arrays)
                 check_update(arrays, self._reference, client=label, finite=finite)
+                weight = self._update_weight(server_round, msg.content, label, arrays, weight)
             except (StrategyError, TypeError, ValueError) as exc:
                 self._record(self.rejected, server_round, "train", msg, str(exc))
                 continue
@@ -329,6 +496,7 @@ class FedAvg(FlowerFedAvg):
         """Aggregate the accepted train replies; (None, None) if none was accepted."""
         replies = list(replies)
         valid = self._without_errors(server_round, replies, "train")
+        valid = self._without_stragglers(server_round, valid)
         accepted: list[RecordDict] = []
         updates = self._updates(server_round, valid, accepted)
         first = next(updates, None)

@@ -13,6 +13,11 @@ McMahan et al. 2017). Rules:
 - ``interval=k`` (weighted/uniform only): the layer is aggregated only on rounds
   divisible by ``k``; in between, clients continue from their own copy (per-layer
   aggregation intervals as in FedLAMA, Lee et al. 2023).
+- ``weight=criterion`` (weighted only): how each client's value of the layer is
+  weighted, by a named criterion of :data:`strategies.aggregate.CRITERIA`:
+  ``num-examples`` (default, FedAvg), ``uniform``, ``inverse-loss`` (``n_k /
+  loss_k``) or ``update-norm`` (``n_k * ||x_k - x||`` for this layer); see
+  :func:`strategies.aggregate.criterion_weight`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
+from .aggregate import CRITERIA
 from .errors import LayerRuleError, nearest
 
-__all__ = ["RULES", "LayerRule", "check_rules", "parse_rules", "resolve_plan"]
+__all__ = ["RULES", "LayerRule", "check_rules", "criteria_of", "parse_rules", "resolve_plan"]
 
 #: Rule names accepted in :class:`LayerRule`.
 RULES = ("weighted", "uniform", "local", "frozen")
@@ -33,11 +39,12 @@ _SHOWN = 8
 
 @dataclass(frozen=True)
 class LayerRule:
-    """One ``(pattern, rule, interval)`` entry; see the module docstring."""
+    """One ``(pattern, rule, interval, weight)`` entry; see the module docstring."""
 
     match: str
     rule: str = "weighted"
     interval: int = 1
+    weight: str = "num-examples"
 
     def __post_init__(self) -> None:
         if not isinstance(self.match, str) or not self.match:
@@ -57,6 +64,17 @@ class LayerRule:
                 f"'interval' applies to weighted/uniform rules only, not {self.rule!r} "
                 f"(pattern {self.match!r})"
             )
+        if self.weight not in CRITERIA:
+            hint = nearest(str(self.weight), CRITERIA)
+            suggestion = f" Did you mean {hint!r}?" if hint else ""
+            raise LayerRuleError(
+                f"'weight' must be one of {', '.join(CRITERIA)}; got {self.weight!r}.{suggestion}"
+            )
+        if self.weight != "num-examples" and self.rule != "weighted":
+            raise LayerRuleError(
+                f"'weight' applies to the weighted rule only, not {self.rule!r} "
+                f"(pattern {self.match!r})"
+            )
 
     def matches(self, name: str) -> bool:
         """Whether this rule's fnmatch pattern matches variable ``name`` (case-sensitive)."""
@@ -64,7 +82,12 @@ class LayerRule:
 
     def to_dict(self) -> dict[str, object]:
         """Plain-dict form, as written in an experiment file's ``[[strategy.layers]]``."""
-        return {"match": self.match, "rule": self.rule, "interval": self.interval}
+        return {
+            "match": self.match,
+            "rule": self.rule,
+            "interval": self.interval,
+            "weight": self.weight,
+        }
 
 
 _KEYS = tuple(f.name for f in fields(LayerRule))
@@ -151,3 +174,19 @@ def resolve_plan(
         else:
             plan[name] = rule.rule
     return plan, local
+
+
+def criteria_of(rules: Sequence[LayerRule], names: Sequence[str]) -> dict[str, str]:
+    """``{name: criterion}`` of every variable aggregated by a ``weighted`` rule.
+
+    Variables matching no rule are weighted by ``num-examples`` (FedAvg); layers
+    under uniform, local or frozen rules are left out.
+    """
+    out: dict[str, str] = {}
+    for name in names:
+        rule = next((r for r in rules if r.matches(name)), None)
+        if rule is None:
+            out[name] = "num-examples"
+        elif rule.rule == "weighted":
+            out[name] = rule.weight
+    return out

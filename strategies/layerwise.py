@@ -3,7 +3,13 @@
 Each variable is aggregated by the first matching :class:`LayerRule` (see
 :mod:`strategies.layer_rules`): weighted (FedAvg, McMahan et al. 2017), uniform,
 local (FedPer, Arivazhagan et al. 2019; FedBN, Li et al. 2021), frozen, and with
-a per-layer aggregation interval (FedLAMA, Lee et al. 2023).
+a per-layer aggregation interval (FedLAMA, Lee et al. 2023). A weighted rule may
+weight clients per layer by a named criterion (``weight = "inverse-loss"``...,
+see :func:`strategies.aggregate.criterion_weight`).
+
+The interval schedule is a pure function of the round number (a layer with
+interval ``k`` is aggregated on rounds divisible by ``k``), so there is no
+counter to save: ``state_dict()`` is FedAvg's.
 
 Each round the train and evaluate configs carry ``"local-layers"``: the variable
 names each client must keep from its own copy instead of the server's value.
@@ -15,13 +21,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from .aggregate import Update, aggregate_layerwise
+from .aggregate import Update, aggregate_layerwise, layer_weights
 from .errors import InvalidParameterError, LayerRuleError
-from .fedavg import FedAvg
-from .layer_rules import LayerRule, check_rules, parse_rules, resolve_plan
+from .fedavg import METRICS_KEY, FedAvg
+from .layer_rules import LayerRule, check_rules, criteria_of, parse_rules, resolve_plan
 
 __all__ = ["LOCAL_LAYERS_KEY", "FedBN", "FedPer", "Layerwise"]
 
@@ -32,9 +38,14 @@ LOCAL_LAYERS_KEY = "local-layers"
 class Layerwise(FedAvg):
     """FedAvg with per-layer rules (first matching pattern wins).
 
+    Rules: weighted (FedAvg, McMahan et al. 2017) with an optional per-layer
+    weighting criterion, uniform, local (FedPer, Arivazhagan et al. 2019; FedBN,
+    Li et al. 2021), frozen, and per-layer aggregation intervals (FedLAMA, Lee et
+    al. 2023); see :mod:`strategies.layer_rules`.
+
     Args:
-        layers: ordered rules, as dicts ``{"match", "rule", "interval"}`` (the
-            experiment file's ``[[strategy.layers]]``) or :class:`LayerRule`.
+        layers: ordered rules, as dicts ``{"match", "rule", "interval", "weight"}``
+            (the experiment file's ``[[strategy.layers]]``) or :class:`LayerRule`.
         **kwargs: the :class:`~strategies.fedavg.FedAvg` parameters.
 
     Call :meth:`bind` with the model's variable names to check the rules up front;
@@ -45,6 +56,7 @@ class Layerwise(FedAvg):
         super().__init__(**kwargs)
         self.rules: tuple[LayerRule, ...] = parse_rules(layers)
         self.names: tuple[str, ...] | None = None
+        self.criteria: dict[str, str] = {}
         self._current: dict[str, np.ndarray] | None = None
 
     def get_config(self) -> dict[str, Any]:
@@ -56,6 +68,7 @@ class Layerwise(FedAvg):
         names = tuple(names)
         check_rules(self.rules, names)
         self.names = names
+        self.criteria = criteria_of(self.rules, names)
         return self
 
     def plan(self, server_round: int) -> tuple[dict[str, str], list[str]]:
@@ -102,6 +115,30 @@ class Layerwise(FedAvg):
     def _finite_layers(self, server_round: int) -> Iterable[str] | None:
         plan, _ = self.plan(server_round)
         return [name for name, mode in plan.items() if mode != "keep"]
+
+    def _update_weight(
+        self,
+        server_round: int,
+        content: RecordDict,
+        label: str,
+        arrays: dict[str, np.ndarray],
+        weight: float,
+    ) -> float | dict[str, float]:
+        """Per-layer weights when a weighted rule names a criterion other than num-examples."""
+        if all(c == "num-examples" for c in self.criteria.values()):
+            return weight
+        plan, _ = self.plan(server_round)
+        criteria = {n: c for n, c in self.criteria.items() if plan[n] == "weighted"}
+        metrics = content.get(METRICS_KEY)
+        loss = metrics.get("loss") if isinstance(metrics, MetricRecord) else None
+        return layer_weights(
+            criteria,
+            arrays,
+            client=label,
+            num_examples=weight,
+            loss=loss,
+            current=self._current,
+        )
 
     def _aggregate_arrays(
         self, server_round: int, updates: Iterable[Update]

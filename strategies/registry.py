@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 
 from flwr.serverapp.strategy import Strategy
 
+from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, nearest
 from .fedavg import FedAvg
+from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from .fedprox import FedProx
 from .layerwise import FedBN, FedPer, Layerwise
 
 __all__ = ["accepted_params", "available", "get", "register"]
@@ -125,6 +128,16 @@ def get(identifier: str | Mapping[str, Any] | Strategy, **params: Any) -> Strate
 
 
 register("fedavg")(FedAvg)
+register("fedprox")(FedProx)
+register("fedavgm")(FedAvgM)
+register("fedadagrad")(FedAdagrad)
+register("fedadam")(FedAdam)
+register("fedyogi")(FedYogi)
+register("fedmedian")(FedMedian)
+register("fedtrimmedavg")(FedTrimmedAvg)
+register("krum")(Krum)
+register("multikrum")(MultiKrum)
+register("bulyan")(Bulyan)
 register("layerwise")(Layerwise)
 register("fedper")(FedPer)
 register("fedbn")(FedBN)

@@ -15,10 +15,18 @@ from flwr.supercore import log
 
 from .errors import NotEnoughClientsError
 
-__all__ = ["EVALUATE_STREAM", "TRAIN_STREAM", "sample_clients", "wait_for_clients"]
+__all__ = [
+    "EVALUATE_STREAM",
+    "STRAGGLER_STREAM",
+    "TRAIN_STREAM",
+    "sample_clients",
+    "select_stragglers",
+    "wait_for_clients",
+]
 
 TRAIN_STREAM = 0
 EVALUATE_STREAM = 1
+STRAGGLER_STREAM = 2
 
 
 def sample_clients(
@@ -40,6 +48,34 @@ def sample_clients(
     rng = np.random.default_rng([seed, server_round, stream])
     chosen = rng.choice(len(ids), size=size, replace=False)
     return [ids[i] for i in sorted(chosen.tolist())]
+
+
+def select_stragglers(
+    node_ids: Iterable[int],
+    *,
+    fraction: float,
+    max_steps: int,
+    seed: int,
+    server_round: int,
+) -> dict[int, int]:
+    """Pick this round's stragglers and how many local steps each completes.
+
+    ``int(n * fraction)`` of the sampled ``node_ids`` straggle; each does a number
+    of local steps drawn uniformly from ``[1, max_steps]``. Both draws use
+    ``numpy.random.default_rng([seed, server_round, STRAGGLER_STREAM])`` over
+    ``sorted(node_ids)``, so they depend only on (seed, round) and the sample.
+
+    Returns:
+        ``{node_id: local_steps}`` for the stragglers (empty if none).
+    """
+    ids = sorted(node_ids)
+    size = min(int(len(ids) * fraction), len(ids))
+    if size == 0:
+        return {}
+    rng = np.random.default_rng([seed, server_round, STRAGGLER_STREAM])
+    chosen = sorted(rng.choice(len(ids), size=size, replace=False).tolist())
+    steps = rng.integers(1, max_steps, size=size, endpoint=True).tolist()
+    return {ids[i]: int(k) for i, k in zip(chosen, steps, strict=True)}
 
 
 def wait_for_clients(

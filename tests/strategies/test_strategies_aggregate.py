@@ -225,3 +225,66 @@ def test_check_update_directly():
     with pytest.raises(KeyMismatchError, match="missing 1 variable"):
         check_update({}, ref, client="eu")
     check_update({"a": f32(np.nan, 1)}, ref, client="eu", finite=())
+
+
+# ---- exactness and per-layer weights ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [3, 48, 0.1, 123456])
+def test_one_update_is_returned_bit_for_bit(weight):
+    """Weights enter relative to the first one: a single update has factor exactly 1."""
+    value = np.float32([0.09259679, 1 / 3, 7e-8, -2.5e6])
+    out = weighted_average([("solo", {"w": value}, weight)])
+    np.testing.assert_array_equal(out["w"], value)
+    zero_others = [("a", {"w": value}, weight), ("b", {"w": value * 9}, 0)]
+    np.testing.assert_array_equal(weighted_average(zero_others)["w"], value)
+
+
+def test_criterion_weight_golden():
+    from strategies.aggregate import criterion_weight
+
+    kw = {"client": "eu", "num_examples": 4}
+    assert criterion_weight("num-examples", **kw) == 4
+    assert criterion_weight("uniform", **kw) == 1
+    assert criterion_weight("inverse-loss", loss=0.5, **kw) == 8
+    assert criterion_weight("inverse-loss", loss=0.0, **kw) == 4 / 1e-8
+    norm = criterion_weight("update-norm", update=f32(3, 4), current=f32(0, 0), **kw)
+    assert norm == 20
+    with pytest.raises(InvalidWeightError, match="inverse-loss"):
+        criterion_weight("inverse-loss", loss=float("nan"), **kw)
+    with pytest.raises(StrategyError, match="unknown weighting criterion"):
+        criterion_weight("median", **kw)
+
+
+def test_layerwise_per_layer_weights_golden():
+    from strategies.aggregate import layer_weights
+
+    current = {"a": f32(0), "b": f32(0), "k": f32(5)}
+    plan = {"a": "weighted", "b": "weighted", "k": "keep"}
+    criteria = {"a": "inverse-loss", "b": "num-examples"}
+    first = {"a": f32(1), "b": f32(1), "k": f32(0)}
+    second = {"a": f32(4), "b": f32(4), "k": f32(0)}
+    updates = [
+        ("eu", first, layer_weights(criteria, first, client="eu", num_examples=1, loss=0.5)),
+        ("us", second, layer_weights(criteria, second, client="us", num_examples=3, loss=3.0)),
+    ]
+    assert updates[0][2] == {"a": 2.0, "b": 1.0}
+    out = aggregate_layerwise(updates, current=current, plan=plan)
+    np.testing.assert_allclose(out["a"], f32(2))  # (2 * 1 + 1 * 4) / 3
+    np.testing.assert_allclose(out["b"], f32(3.25))  # (1 * 1 + 3 * 4) / 4
+    np.testing.assert_array_equal(out["k"], f32(5))
+    with pytest.raises(InvalidWeightError, match=r"'us'.*'b'.*no weight"):
+        aggregate_layerwise(
+            [("eu", first, {"a": 1.0, "b": 1.0}), ("us", second, {"a": 1.0})],
+            current=current,
+            plan=plan,
+        )
+
+
+def test_per_layer_zero_total_keeps_the_current_value():
+    current = {"a": f32(7)}
+    updates = [("eu", {"a": f32(7)}, {"a": 0.0}), ("us", {"a": f32(7)}, {"a": 0.0})]
+    out = aggregate_layerwise(updates, current=current, plan={"a": "weighted"})
+    np.testing.assert_array_equal(out["a"], f32(7))
+    with pytest.raises(ZeroTotalWeightError):  # scalar weights: still an error
+        aggregate_layerwise([("eu", {"a": f32(7)}, 0)], current=current, plan={"a": "weighted"})

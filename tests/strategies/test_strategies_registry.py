@@ -1,11 +1,30 @@
 """Registry: get by name, dict or instance; errors; get_config round trip; public API."""
 
+import re
+
 import pytest
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.serverapp.strategy import Strategy
 
 import strategies
-from strategies import FedAvg, FedBN, FedPer, Layerwise, get, register
+from strategies import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedBN,
+    FedMedian,
+    FedPer,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    Layerwise,
+    MultiKrum,
+    get,
+    register,
+)
 from strategies.errors import InvalidParameterError, StrategyError, UnknownStrategyError
 
 
@@ -13,21 +32,76 @@ def test_public_api_pinned():
     assert sorted(strategies.__all__) == sorted(
         [
             "LOCAL_LAYERS_KEY",
+            "LOCAL_STEPS_KEY",
+            "PROXIMAL_MU_KEY",
+            "Bulyan",
+            "FedAdagrad",
+            "FedAdam",
             "FedAvg",
+            "FedAvgM",
             "FedBN",
+            "FedMedian",
             "FedPer",
+            "FedProx",
+            "FedTrimmedAvg",
+            "FedYogi",
+            "Krum",
             "LayerRule",
             "Layerwise",
+            "MultiKrum",
             "aggregate",
             "available",
             "errors",
             "get",
             "register",
+            "robust",
+            "server_opt",
         ]
     )
     assert strategies.LOCAL_LAYERS_KEY == "local-layers"
-    assert {"fedavg", "layerwise", "fedper", "fedbn"} <= set(strategies.available())
+    assert strategies.LOCAL_STEPS_KEY == "local-steps"
+    assert strategies.PROXIMAL_MU_KEY == "proximal-mu"
     assert issubclass(FedAvg, FlowerFedAvg)
+
+
+CATALOGUE = {
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedavgm": FedAvgM,
+    "fedadagrad": FedAdagrad,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedmedian": FedMedian,
+    "fedtrimmedavg": FedTrimmedAvg,
+    "krum": Krum,
+    "multikrum": MultiKrum,
+    "bulyan": Bulyan,
+    "layerwise": Layerwise,
+    "fedper": FedPer,
+    "fedbn": FedBN,
+}
+
+
+def test_catalogue_names():
+    assert strategies.available() == sorted(CATALOGUE)
+    for name, cls in CATALOGUE.items():
+        strategy = get(name)
+        assert type(strategy) is cls and isinstance(strategy, FedAvg)
+        assert re.search(r"et al\. 20\d\d", cls.__doc__ or ""), f"{name}: cite the paper"
+
+
+def test_every_strategy_accepts_the_server_app_parameters():
+    """fedglobal's build_strategy passes these to every strategy."""
+    for name in CATALOGUE:
+        strategy = get(
+            name,
+            seed=3,
+            wait_timeout=5.0,
+            train_metrics_aggr_fn=None,
+            evaluate_metrics_aggr_fn=None,
+            stragglers=0.0,
+        )
+        assert strategy.seed == 3 and strategy.wait_timeout == 5.0
 
 
 def test_get_by_name_case_insensitive():
@@ -83,6 +157,17 @@ def test_uninterpretable_identifier():
         Layerwise(layers=[{"match": "d*", "rule": "uniform", "interval": 3}], seed=2),
         FedPer(head="out*", fraction_evaluate=0.0),
         FedBN(pattern="*bn*"),
+        FedProx(proximal_mu=0.5, stragglers=0.2, straggler_max_steps=4),
+        FedAvgM(server_learning_rate=0.7, server_momentum=0.5),
+        FedAdam(eta=0.1, beta_1=0.8, tau=0.01, initial_accumulator=0.0),
+        FedYogi(eta=0.02),
+        FedAdagrad(tau=0.1),
+        FedMedian(min_train_clients=3),
+        FedTrimmedAvg(beta=0.1),
+        Krum(num_malicious=2),
+        MultiKrum(num_malicious=1, num_selected=2, min_train_clients=6),
+        Bulyan(num_malicious=0),
+        Layerwise(layers=[{"match": "d*", "weight": "inverse-loss"}]),
     ],
 )
 def test_get_config_round_trip(strategy):
