@@ -9,6 +9,8 @@ from typing import Any
 from fedglobal import data
 from fedglobal.config import ExperimentConfig, load_config
 from fedglobal.errors import ConfigError, EngineError
+from fedglobal.hooks import active as active_hooks
+from fedglobal.hooks import as_hooks
 from fedglobal.results import Result, load_run
 from fedglobal.run_folder import new_run_dir
 
@@ -20,6 +22,7 @@ def simulate(
     engine: str | None = None,
     output_dir: str | Path | None = None,
     quiet: bool = False,
+    hooks: Any = None,
 ) -> Result:
     """Run a simulated federation and return its :class:`Result`.
 
@@ -29,32 +32,59 @@ def simulate(
         engine: overrides ``experiment.engine``.
         output_dir: where the run folder goes (default ``experiment.output_dir``).
         quiet: no per-round progress lines and no Flower INFO logs.
+        hooks: server-side hooks (:mod:`fedglobal.hooks`): ServerHook objects or
+            functions ``fn(round, metrics)``. Python objects, so ``inprocess`` only.
     """
     cfg = load_config(config, overrides)
     if engine is not None:
         cfg = cfg.replace({"experiment.engine": engine})
     regions = data.list_regions(cfg)
     _check_enough_regions(cfg, regions)
-    run_dir = new_run_dir(cfg, output_dir)
     name = cfg.experiment.engine
+    server_hooks = as_hooks(hooks)
+    if server_hooks and name != "inprocess":
+        raise ConfigError(
+            f"server hooks are Python objects and run only with engine 'inprocess', not {name!r} "
+            "(there the ServerApp is another process); use the [server] section's "
+            "eval_source and early_stopping_* keys, which work on every engine"
+        )
+    run_dir = new_run_dir(cfg, output_dir)
     if name == "inprocess":
         from fedglobal.engines.inprocess import run_inprocess
 
-        run_inprocess(cfg, regions, run_dir, quiet=quiet)
+        with active_hooks(server_hooks):
+            run_inprocess(cfg, regions, run_dir, quiet=quiet)
+    elif name == "ray":
+        from fedglobal.engines.ray import run_ray
+
+        run_ray(cfg, regions, run_dir, quiet=quiet)
+    elif name == "deployment":
+        from fedglobal.engines.deployment import run_deployment
+
+        run_deployment(cfg, regions, run_dir, quiet=quiet)
     else:
-        raise EngineError(
-            f"experiment.engine = {name!r} is not available in this version; "
-            "use 'inprocess' (the Ray and deployment engines are tracked separately)"
-        )
+        raise EngineError(f"experiment.engine = {name!r} is unknown")
     return load_run(run_dir)
 
 
 def _check_enough_regions(cfg: ExperimentConfig, regions: Sequence[str]) -> None:
-    params = cfg.strategy.params
-    for key in ("min_available_clients", "min_train_clients", "min_evaluate_clients"):
-        needed = int(params.get(key, 2))
+    """Fail fast when the strategy needs more clients than the data has regions.
+
+    The minimums are read from the built strategy, so rule-specific defaults
+    (e.g. Krum's 2f+3) count too, not only keys set in the experiment file.
+    """
+    import strategies
+
+    strategy = strategies.get(cfg.strategy.name, **cfg.strategy.params)
+    for key, attribute in (
+        ("min_available_clients", "min_available_nodes"),
+        ("min_train_clients", "min_train_nodes"),
+        ("min_evaluate_clients", "min_evaluate_nodes"),
+    ):
+        needed = int(getattr(strategy, attribute, 0))
         if needed > len(regions):
             raise ConfigError(
-                f"strategy.{key} = {needed} but the data has only {len(regions)} "
-                f"region(s): {', '.join(regions[:10])}; lower strategy.{key}"
+                f"strategy {cfg.strategy.name!r} needs {key} = {needed} but the data has only "
+                f"{len(regions)} region(s): {', '.join(regions[:10])}; lower strategy.{key} "
+                "or use more regions"
             )
