@@ -11,6 +11,7 @@
 - :class:`Layerwise` (per-layer rules, intervals as in FedLAMA, Lee et al. 2023,
   per-layer weighting criteria), :class:`FedPer` (Arivazhagan et al. 2019),
   :class:`FedBN` (Li et al. 2021).
+- :class:`DPFedAvg` (McMahan et al. 2018): clipping, Gaussian noise, RDP accountant.
 - :func:`get` / :func:`register` / :func:`available`: strategies by name.
 
 Every strategy subclasses :class:`FedAvg` and has ``get_config()``,
@@ -19,6 +20,7 @@ Every strategy subclasses :class:`FedAvg` and has ``get_config()``,
 
 from . import aggregate, errors, robust, server_opt
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from .dp import CLIPPING_NORM_KEY, DPFedAvg
 from .fedavg import LOCAL_STEPS_KEY, FedAvg
 from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import PROXIMAL_MU_KEY, FedProx
@@ -27,10 +29,12 @@ from .layerwise import LOCAL_LAYERS_KEY, FedBN, FedPer, Layerwise
 from .registry import available, get, register
 
 __all__ = [
+    "CLIPPING_NORM_KEY",
     "LOCAL_LAYERS_KEY",
     "LOCAL_STEPS_KEY",
     "PROXIMAL_MU_KEY",
     "Bulyan",
+    "DPFedAvg",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from flwr.serverapp.strategy import Strategy
 
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from .dp import DPFedAvg
 from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, nearest
 from .fedavg import FedAvg
 from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
@@ -129,6 +130,7 @@ def get(identifier: str | Mapping[str, Any] | Strategy, **params: Any) -> Strate
 
 register("fedavg")(FedAvg)
 register("fedprox")(FedProx)
+register("dpfedavg")(DPFedAvg)
 register("fedavgm")(FedAvgM)
 register("fedadagrad")(FedAdagrad)
 register("fedadam")(FedAdam)

@@ -31,10 +31,12 @@ from strategies.errors import InvalidParameterError, StrategyError, UnknownStrat
 def test_public_api_pinned():
     assert sorted(strategies.__all__) == sorted(
         [
+            "CLIPPING_NORM_KEY",
             "LOCAL_LAYERS_KEY",
             "LOCAL_STEPS_KEY",
             "PROXIMAL_MU_KEY",
             "Bulyan",
+            "DPFedAvg",
             "FedAdagrad",
             "FedAdam",
             "FedAvg",
@@ -67,6 +69,7 @@ def test_public_api_pinned():
 CATALOGUE = {
     "fedavg": FedAvg,
     "fedprox": FedProx,
+    "dpfedavg": strategies.DPFedAvg,
     "fedavgm": FedAvgM,
     "fedadagrad": FedAdagrad,
     "fedadam": FedAdam,
