@@ -51,7 +51,13 @@ from .aggregate import (
     reference_of,
     weighted_average,
 )
-from .errors import AggregationError, InvalidParameterError, StateDictError, StrategyError
+from .errors import (
+    AggregationError,
+    InvalidParameterError,
+    InvalidWeightError,
+    StateDictError,
+    StrategyError,
+)
 from .sampling import (
     EVALUATE_STREAM,
     TRAIN_STREAM,
@@ -144,6 +150,8 @@ class FedAvg(FlowerFedAvg):
         straggler_max_steps: the most local steps a straggler completes (>= 1).
             Set it below the clients' full work per round (``epochs x batches``,
             or ``[client] steps``) for the stragglers to be partial.
+        max_examples: a reply claiming more examples than this is rejected as
+            absurd (one client could otherwise outweigh all others).
         drop_stragglers: whether straggler replies are dropped (FedAvg: the server
             does not wait for devices that miss the deadline) rather than
             aggregated (FedProx keeps their partial work). Dropped replies are
@@ -171,6 +179,7 @@ class FedAvg(FlowerFedAvg):
         stragglers: float = 0.0,
         straggler_max_steps: int = 1,
         drop_stragglers: bool = True,
+        max_examples: float = 1e9,
     ) -> None:
         self._params: dict[str, Any] = {
             "fraction_train": fraction_train,
@@ -185,6 +194,7 @@ class FedAvg(FlowerFedAvg):
             "stragglers": stragglers,
             "straggler_max_steps": straggler_max_steps,
             "drop_stragglers": drop_stragglers,
+            "max_examples": max_examples,
         }
         _callable("train_metrics_aggr_fn", train_metrics_aggr_fn)
         _callable("evaluate_metrics_aggr_fn", evaluate_metrics_aggr_fn)
@@ -202,6 +212,7 @@ class FedAvg(FlowerFedAvg):
         self.stragglers = _fraction("stragglers", stragglers)
         self.straggler_max_steps = _positive_int("straggler_max_steps", straggler_max_steps)
         self.drop_stragglers = _flag("drop_stragglers", drop_stragglers)
+        self.max_examples = _seconds("max_examples", max_examples)
         self.rejected: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.dropped: list[dict[str, Any]] = []
@@ -432,7 +443,14 @@ class FedAvg(FlowerFedAvg):
                 f"MetricRecord {METRICS_KEY!r} has no {self.weighted_by_key!r}",
                 client=label,
             )
-        return check_weight(metrics[self.weighted_by_key], client=label)
+        weight = check_weight(metrics[self.weighted_by_key], client=label)
+        if weight > self.max_examples:
+            raise InvalidWeightError(
+                f"{self.weighted_by_key} = {weight:g} is absurd (max_examples = "
+                f"{self.max_examples:g})",
+                client=label,
+            )
+        return weight
 
     def _finite_layers(self, server_round: int) -> Iterable[str] | None:
         """Names that must be finite in replies (None: all)."""
