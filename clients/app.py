@@ -14,13 +14,17 @@ import functools
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.regional import RegionalClient
+from clients.mods import optional_clipping_mod
+from clients.regional import FitResult, RegionalClient
 from fedglobal import data, metrics
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
 from fedglobal.weights import from_record, to_record
 
-app = ClientApp()
+#: The app's mods, in order; cohort training applies them to its replies too.
+MODS = [optional_clipping_mod]
+
+app = ClientApp(mods=MODS)
 
 LOCAL_STATE_KEY = "fedglobal-last-trained"
 
@@ -119,18 +123,20 @@ def _client_for(message: Message, context: Context) -> RegionalClient:
     return _client(cfg, region, path, str(config["schema"]))
 
 
-@app.train()
-def train(message: Message, context: Context) -> Message:
-    """Local training from the global weights; reply with new weights and the count."""
-    config = message.content["config"]
-    client = _client_for(message, context)
+def fit_options(config: ConfigRecord) -> dict:
+    """The keyword options of :meth:`RegionalClient.fit` a train message asks for."""
     steps = config.get("local-steps")  # a straggler's partial work (strategies.FedAvg)
-    result = client.fit(
-        _weights_for(message, context),
-        int(config["server-round"]),
-        proximal_mu=float(config.get("proximal-mu", 0.0)),  # strategies.FedProx
-        local_steps=None if steps is None else int(steps),
-    )
+    return {
+        "proximal_mu": float(config.get("proximal-mu", 0.0)),  # strategies.FedProx
+        "local_steps": None if steps is None else int(steps),
+    }
+
+
+def train_reply(
+    message: Message, context: Context, client: RegionalClient, result: FitResult
+) -> Message:
+    """The reply to a train message (new weights, count, metrics); keeps local layers."""
+    config = message.content["config"]
     if "local-layers" in config:
         context.state[LOCAL_STATE_KEY] = to_record(result.weights)
     content = RecordDict(
@@ -141,6 +147,21 @@ def train(message: Message, context: Context) -> Message:
         }
     )
     return Message(content, reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Local training from the global weights; reply with new weights and the count.
+
+    :func:`clients.cohort.train_cohort` produces the same replies for many train
+    messages at once (cohort training); keep the two in step.
+    """
+    config = message.content["config"]
+    client = _client_for(message, context)
+    result = client.fit(
+        _weights_for(message, context), int(config["server-round"]), **fit_options(config)
+    )
+    return train_reply(message, context, client, result)
 
 
 @app.evaluate()

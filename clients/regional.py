@@ -32,6 +32,42 @@ class FitResult:
 
 
 @dataclass(frozen=True)
+class TrainPlan:
+    """One round of local training for one region (see :meth:`RegionalClient.plan`).
+
+    Attributes:
+        seed: from (experiment seed, round, region); seeds the order and the layers.
+        order: the row order of every pass over the training rows.
+        batch_size: rows per step.
+        steps: optimizer steps in all.
+        steps_per_epoch: batches per pass, the last one possibly partial; 0 means
+            the passes repeat back to back and every batch is full (``steps`` or a
+            straggler's partial work).
+        epochs: Keras ``fit`` epochs.
+        loss_from: the reported loss is the mean over steps ``loss_from..steps-1``
+            (the last epoch, as Keras's history reports it), weighted by batch size.
+    """
+
+    seed: int
+    order: np.ndarray
+    batch_size: int
+    steps: int
+    steps_per_epoch: int
+    epochs: int
+    loss_from: int
+
+    @property
+    def repeats(self) -> bool:
+        """Whether batches run across passes (a fixed number of steps)."""
+        return self.steps_per_epoch == 0
+
+
+def shuffle_order(n: int, seed: int) -> np.ndarray:
+    """The row order of a region's training pass, a pure function of ``(n, seed)``."""
+    return np.random.default_rng([seed, 0x0DE5]).permutation(n)
+
+
+@dataclass(frozen=True)
 class EvaluateResult:
     """Test-split metrics and the sufficient statistics they come from."""
 
@@ -86,6 +122,29 @@ class RegionalClient:
             return int(client.steps)
         return client.epochs * max(1, math.ceil(len(self.arrays.x_train) / client.batch_size))
 
+    def plan(self, server_round: int, *, local_steps: int | None = None) -> TrainPlan:
+        """This round's schedule: row order, number of steps, where the reported loss starts.
+
+        Both training paths follow it: :meth:`fit` (Keras ``fit`` on ``tf.data``) and
+        cohort training (:mod:`clients.cohort`), so that with the same seed they
+        visit the same batches in the same order.
+        """
+        client = self.config.client
+        if local_steps is not None and local_steps < 1:
+            raise ValueError(f"region {self.region}: local_steps must be >= 1, got {local_steps}")
+        n = len(self.arrays.x_train)
+        seed = shuffle_seed(self.config.experiment.seed, server_round, self.region)
+        order = shuffle_order(n, seed) if client.shuffle else np.arange(n)
+        batches = max(1, math.ceil(n / client.batch_size))
+        if local_steps is not None and local_steps < self.full_steps():
+            return TrainPlan(seed, order, client.batch_size, local_steps, 0, 1, 0)
+        if client.steps:
+            return TrainPlan(seed, order, client.batch_size, int(client.steps), 0, 1, 0)
+        steps = client.epochs * batches
+        return TrainPlan(
+            seed, order, client.batch_size, steps, batches, client.epochs, steps - batches
+        )
+
     def fit(
         self,
         weights: Mapping[str, np.ndarray],
@@ -104,35 +163,27 @@ class RegionalClient:
             local_steps: stop after this many optimizer steps if fewer than the
                 full round (:meth:`full_steps`): a straggler's partial work.
         """
-        client = self.config.client
-        if local_steps is not None and local_steps < 1:
-            raise ValueError(f"region {self.region}: local_steps must be >= 1, got {local_steps}")
-        seed = shuffle_seed(self.config.experiment.seed, server_round, self.region)
-        keras.utils.set_random_seed(seed)
-        self._compiled.reseed(seed)
+        plan = self.plan(server_round, local_steps=local_steps)
+        keras.utils.set_random_seed(plan.seed)
+        self._compiled.reseed(plan.seed)
         self.set_weights(weights)
         self._compiled.reset_optimizer()
         self._compiled.set_proximal(proximal_mu)
-        partial = local_steps is not None and local_steps < self.full_steps()
         x, y = self.arrays.x_train, self.arrays.y_train
         data = make_dataset(
-            x,
-            y,
-            batch_size=client.batch_size,
-            shuffle=client.shuffle,
-            seed=seed,
-            repeat=client.steps is not None or partial,
+            x[plan.order],
+            y[plan.order],
+            batch_size=plan.batch_size,
+            shuffle=False,  # already in the plan's order, seeded by (seed, round, region)
+            repeat=plan.repeats,
         )
-        if partial:
-            epochs, steps = 1, local_steps
-        else:
-            epochs, steps = (1, client.steps) if client.steps else (client.epochs, None)
+        if plan.repeats:  # a finite dataset: Keras may run several steps per call
+            data = data.take(plan.steps)
         with self._compiled.strategy.scope():
             history = self.model.fit(
                 data,
-                epochs=epochs,
-                steps_per_epoch=steps,
-                shuffle=False,  # the tf.data pipeline shuffles, seeded by (seed, round, region)
+                epochs=plan.epochs,
+                shuffle=False,
                 verbose=0,
             )
         losses = history.history.get("loss", [float("nan")])

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from fedglobal import cli_bench, cli_engines, cli_reports
 from fedglobal.errors import FedGlobalError
 
 
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
     experiment_command("config", "print the resolved, validated experiment")
     experiment_command("regions", "list the regional clients of an experiment")
+    cli_bench.add_parser(sub)
+    cli_reports.add_commands(sub)  # report, export, tensorboard
+    cli_engines.add_commands(sub)  # certs, keys, superlink, client, run, deploy
     return parser
 
 
@@ -46,8 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        if args.command in cli_reports.COMMANDS:
+            return cli_reports.run_command(args)
+        if args.command in cli_engines.COMMANDS:
+            return cli_engines.run_command(args)
         from fedglobal.config import load_config
 
+        if args.command == cli_bench.COMMAND:
+            return cli_bench.run(args)
         if args.command == "config":
             sys.stdout.write(load_config(args.experiment, args.overrides).to_toml())
             return 0

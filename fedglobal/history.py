@@ -3,7 +3,8 @@
 The recorder is handed to the strategy as its metric aggregation functions, so
 it sees every reply's metrics exactly as the strategy does, on any engine.
 Region ``all`` holds pooled figures: for evaluation, metrics of all regions'
-test rows pooled, computed exactly from the clients' summed statistics.
+test rows pooled, computed exactly from the clients' summed statistics. Split
+``server`` holds the server's own evaluation on a held-out set, if any.
 """
 
 from __future__ import annotations
@@ -74,6 +75,24 @@ class HistoryRecorder:
         if self.on_round:
             self.on_round(server_round, "test", pooled, regions)
         return MetricRecord(pooled)
+
+    def record_server(self, server_round: int, values: dict[str, float]) -> None:
+        """Server-side evaluation metrics (split ``server``, region ``all``)."""
+        self.add(server_round, ALL, "server", values)
+        if self.on_round:
+            self.on_round(server_round, "server", dict(values), [])
+
+    def round_rows(self, server_round: int) -> list[tuple[int, str, str, str, float]]:
+        """The rows recorded for ``server_round`` so far."""
+        return [row for row in self.rows if row[0] == server_round]
+
+    def pooled(self, server_round: int) -> dict[str, float]:
+        """The round's pooled metrics as ``{"split/metric": value}`` (e.g. ``test/r2``)."""
+        return {
+            f"{split}/{metric}": value
+            for r, region, split, metric, value in self.rows
+            if r == server_round and region == ALL
+        }
 
     def frame(self) -> pd.DataFrame:
         """The history as a tidy DataFrame (the history.csv schema)."""

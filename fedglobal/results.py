@@ -1,4 +1,8 @@
-"""Results of a run as Python objects: ``Result`` and ``load_run``."""
+"""Results of a run as Python objects: ``Result``, ``load_run``, and the files' schema.
+
+The schema of history.csv and summary.json is documented in docs/results.md;
+:func:`check_run` checks a run folder against it (a test keeps the two in step).
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,55 @@ from fedglobal.errors import RunError
 
 _REQUIRED = ("config.toml", "history.csv", "summary.json", "model.keras")
 
+#: history.csv: its columns, in order, and their types.
+HISTORY_COLUMNS = {
+    "round": "int",
+    "region": "str",
+    "split": "str",
+    "metric": "str",
+    "value": "float",
+}
+SPLITS = ("train", "test", "server")
+METRICS = ("loss", "accuracy", "precision", "recall", "f1", "mae", "rmse", "r2")
+
+#: summary.json: every key a run writes, and the JSON types its value may have.
+SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
+    "version": (int,),
+    "name": (str,),
+    "seed": (int,),
+    "rounds": (int,),
+    "strategy": (str,),
+    "model": (str,),
+    "task": (str,),
+    "source": (str,),
+    "regions": (list,),
+    "num_regions": (int,),
+    "final": (dict,),
+    "wall_time_s": (float, int),
+    "rejected_updates": (list,),
+    "failed_replies": (list,),
+    "dropped_stragglers": (list,),
+    "privacy": (dict,),
+    "clipped_updates": (int,),
+    "engine": (str,),
+    "round_end_s": (list,),
+    "stopped": (dict, type(None)),
+    "comm": (dict,),
+    "hooks": (list,),
+    "personal_models": (dict, type(None)),
+    "plots": (list,),
+    "mlflow": (dict,),
+}
+#: Keys written only when the experiment asks for them.
+OPTIONAL_SUMMARY_FIELDS = ("plots", "mlflow", "privacy", "clipped_updates")
+
 
 @dataclass
 class Result:
     """A finished run: its folder, config, history DataFrame, summary and model.
 
     ``history`` has the columns round, region (``all`` for pooled figures),
-    split (``train``, ``test``), metric and value.
+    split (``train``, ``test``, ``server``), metric and value.
     """
 
     run_dir: Path
@@ -42,6 +88,33 @@ class Result:
         rows = h[(h.metric == metric) & (h.split == split) & (h.region == region)]
         return rows.set_index("round")["value"]
 
+    @property
+    def rounds(self) -> pd.DataFrame:
+        """rounds.csv: seconds, bytes and messages sent and received per round."""
+        return self._table("rounds.csv")
+
+    @property
+    def layer_norms(self) -> pd.DataFrame:
+        """layer_norms.csv: the L2 norm of each global variable and of its update per round."""
+        return self._table("layer_norms.csv")
+
+    @property
+    def stopped(self) -> dict[str, Any] | None:
+        """Why the run stopped early (round, reason, by), or None if it ran every round."""
+        return self.summary.get("stopped")
+
+    def personal_model(self, region: str) -> Any:
+        """Region ``region``'s personalised ``keras.Model`` (its local layers on the global)."""
+        from fedglobal.export import load_model
+
+        return load_model(self, region=region)
+
+    def _table(self, name: str) -> pd.DataFrame:
+        path = self.run_dir / name
+        if not path.is_file():
+            raise RunError(f"{self.run_dir} has no {name} (written by fedglobal >= 0.1 runs)")
+        return pd.read_csv(path)
+
     def final(self, metric: str, *, split: str = "test", region: str = "all") -> float:
         """The metric's value in the last round."""
         series = self.metric(metric, split=split, region=region)
@@ -60,3 +133,35 @@ def load_run(path: str | Path) -> Result:
     history = pd.read_csv(run_dir / "history.csv", dtype={"region": str})
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     return Result(run_dir=run_dir, config=config, history=history, summary=summary)
+
+
+def check_run(path: str | Path) -> list[str]:
+    """Problems of a run folder against the documented schema ([] if it conforms)."""
+    run_dir = Path(path)
+    problems = [f"missing {name}" for name in _REQUIRED if not (run_dir / name).is_file()]
+    if problems:
+        return problems
+    history = pd.read_csv(run_dir / "history.csv", dtype={"region": str})
+    if list(history.columns) != list(HISTORY_COLUMNS):
+        problems.append(f"history.csv columns {list(history.columns)} != {list(HISTORY_COLUMNS)}")
+        return problems
+    if not pd.api.types.is_integer_dtype(history["round"]) or (history["round"] < 0).any():
+        problems.append("history.csv: round must be integers >= 0")
+    if not pd.api.types.is_numeric_dtype(history["value"]):
+        problems.append("history.csv: value must be numeric")
+    for column, allowed in (("split", SPLITS), ("metric", METRICS)):
+        unknown = sorted(set(history[column]) - set(allowed))
+        if unknown:
+            problems.append(f"history.csv: unknown {column} values {unknown}")
+    if not (history.region == "all").any():
+        problems.append("history.csv: no pooled rows (region 'all')")
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    for key, value in summary.items():
+        if key not in SUMMARY_FIELDS:
+            problems.append(f"summary.json: undocumented key {key!r}")
+        elif not isinstance(value, SUMMARY_FIELDS[key]) or isinstance(value, bool):
+            problems.append(f"summary.json: {key} has type {type(value).__name__}")
+    for key in SUMMARY_FIELDS:
+        if key not in summary and key not in OPTIONAL_SUMMARY_FIELDS:
+            problems.append(f"summary.json: missing key {key!r}")
+    return problems

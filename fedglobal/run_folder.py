@@ -23,6 +23,8 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.data import Schema
 
 SUMMARY_VERSION = 1
+#: Sub-folder of personalised (local) layers, one .npz per region, named in index.json.
+PERSONAL_DIR = "personal"
 
 
 def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
@@ -97,3 +99,21 @@ def write_run_folder(
         run_dir / "summary.json",
         lambda p: p.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8"),
     )
+
+
+def write_table(run_dir: Path, name: str, frame: pd.DataFrame) -> Path:
+    """Write one more CSV table into the run folder (atomically)."""
+    path = Path(run_dir) / name
+    _atomic_write(path, lambda p: frame.to_csv(p, index=False))
+    return path
+
+
+def update_summary(run_dir: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Add ``fields`` to the run's summary.json (atomically); returns the new summary."""
+    path = Path(run_dir) / "summary.json"
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary.update(dict(fields))
+    _atomic_write(
+        path, lambda p: p.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    )
+    return summary

@@ -5,12 +5,21 @@ Written once for every engine. One run:
 1. asks every region for aggregate statistics (sums, counts, label sets) and
    merges them into the federated schema (normalisation, classes, encoding);
 2. builds the model for that schema -> initial *named* weights;
-3. evaluates the initial model (round 0), then runs ``strategy.start``;
-4. writes the run folder: config.toml, history.csv, summary.json, model.keras
-   and a checkpoint.
+3. evaluates the initial model (round 0), then runs ``strategy.start``
+   through :class:`~fedglobal.monitor.RunMonitor` (server-side evaluation,
+   weight and update norms, bytes per round, TensorBoard, hooks, early stopping);
+4. writes the run folder: config.toml, history.csv, summary.json, model.keras,
+   a checkpoint, rounds.csv, layer_norms.csv and plots.
 
 Flower's run_config carries the resolved experiment (TOML text), the folder
-the experiment's relative paths are resolved against, and the run folder.
+the experiment's relative paths are resolved against, and the run folder;
+optionally ``quiet``, ``engine`` (recorded in the summary) and
+``expected-nodes`` (how many regional clients to wait for before starting;
+0 means the strategy's ``min_available_clients``).
+
+The engine's Grid is wrapped in a :class:`~fedglobal.server_grid.ServerGrid`
+(bounded waits, replies sorted by region, failures named by region), the same
+on every engine.
 """
 
 from __future__ import annotations
@@ -27,11 +36,14 @@ from flwr.serverapp import Grid, ServerApp
 
 import strategies
 from fedglobal import data
+from fedglobal import hooks as server_hooks
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import RunError
 from fedglobal.history import HistoryRecorder
+from fedglobal.monitor import RunMonitor
 from fedglobal.progress import RoundProgress
 from fedglobal.run_folder import write_run_folder
+from fedglobal.server_grid import ServerGrid
 from fedglobal.weights import from_record, to_record
 
 app = ServerApp()
@@ -59,8 +71,8 @@ def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
             return nodes
         if time.monotonic() > deadline:
             raise RunError(
-                f"waited {timeout:.0f}s for {expected} regional clients; "
-                f"only {len(nodes)} connected"
+                f"waited {timeout:g}s for {expected} regional clients; "
+                f"only {len(nodes)} connected (expected {expected}, connected {len(nodes)})"
             )
         time.sleep(0.2)
 
@@ -78,7 +90,7 @@ def federated_schema(
     stats, regions, failed = [], [], []
     for reply in replies:
         if reply.has_error():
-            failed.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            failed.append(reply.error.reason)  # the ServerGrid names the region or node
             continue
         content = reply.content
         stats.append(data.LocalStats.from_records(content["metrics"], content["lists"]))
@@ -128,9 +140,25 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     timeout = cfg.experiment.round_timeout
 
     progress = RoundProgress(cfg.experiment.rounds, cfg.data.task, quiet=quiet)
-    recorder = HistoryRecorder(task=cfg.data.task, on_round=progress)
+    round_end_s: list[float] = []
+
+    def on_round(server_round: int, split: str, pooled: dict, regions: list[str]) -> None:
+        if split == "test":
+            round_end_s.append(round(time.time() - started, 3))
+        progress(server_round, split, pooled, regions)
+
+    recorder = HistoryRecorder(task=cfg.data.task, on_round=on_round)
     strategy = build_strategy(cfg, recorder)
-    _wait_for_nodes(grid, getattr(strategy, "min_available_nodes", 1), timeout)
+    minimum = {
+        "train": int(getattr(strategy, "min_train_nodes", 0)),
+        "evaluate": int(getattr(strategy, "min_evaluate_nodes", 0)),
+    }
+    grid = ServerGrid(grid, minimum=lambda stage: minimum.get(stage, 0))
+    monitor = RunMonitor(cfg, run_dir, recorder, progress, hooks=server_hooks.current())
+    grid = monitor.count(grid)  # bytes of every message, for rounds.csv and TensorBoard
+    expected = int(run_config.get("expected-nodes", 0) or 0)
+    needed = max(expected, int(getattr(strategy, "min_available_nodes", 1)))
+    _wait_for_nodes(grid, needed, cfg.engine.connect_timeout)
 
     base_config = ConfigRecord(
         {"experiment": cfg.to_toml(), "base-dir": cfg.base_dir, "server-round": 0}
@@ -146,7 +174,10 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     initial = strategy.configure_evaluate(0, arrays, ConfigRecord(dict(round_config)), grid)
     strategy.aggregate_evaluate(0, grid.send_and_receive(initial, timeout=timeout))
 
-    result = strategy.start(
+    final_arrays = monitor.start(  # strategy.start + server eval, norms, TensorBoard, hooks
+        strategy,
+        model=model,
+        schema=schema,
         grid=grid,
         initial_arrays=arrays,
         num_rounds=cfg.experiment.rounds,
@@ -154,7 +185,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         train_config=ConfigRecord(dict(round_config)),
         evaluate_config=ConfigRecord(dict(round_config)),
     )
-    final = from_record(result.arrays) if result.arrays is not None else weights
+    final = from_record(final_arrays) if final_arrays is not None else weights
     model.set_weights([final[v.path] for v in model.weights])
     write_run_folder(
         run_dir,
@@ -168,6 +199,11 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             "wall_time_s": time.time() - started,
             "rejected_updates": list(getattr(strategy, "rejected", [])),
             "failed_replies": list(getattr(strategy, "failures", [])),
+            "dropped_stragglers": list(getattr(strategy, "dropped", [])),
+            **(strategy.report() if hasattr(strategy, "report") else {}),
             "engine": str(run_config.get("engine", cfg.experiment.engine)),
+            "round_end_s": round_end_s,
+            **monitor.summary(),
         },
     )
+    monitor.finish(recorder.frame())  # rounds.csv, layer_norms.csv, plots, MLflow

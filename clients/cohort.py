@@ -1,0 +1,571 @@
+"""Cohort training: a round's regions train together, in one compiled XLA program.
+
+The in-process engine's Grid sees every train message of a round at once. With
+``[client] cohort = true`` (or ``"auto"``) it hands them to
+:func:`train_cohort` (component ``clients.cohort:train_cohort``), which replies
+exactly as the per-message ``train`` handler of :mod:`clients.app` would, only
+faster: the regions' weights, optimizer states and data are stacked along a
+leading *client* axis, and one ``tf.function(jit_compile=True)`` runs every
+local step of every region:
+
+- a ``tf.while_loop`` over steps; at each step, each region's batch is gathered
+  from its own rows in the order of its :class:`~clients.regional.TrainPlan`;
+- inside, ``tf.vectorized_map`` over the regions of
+  ``keras.Model.stateless_call`` (forward pass with the region's weights and
+  non-trainable state), the masked loss, its gradient, and the optimizer's
+  update, written out here for SGD (with momentum and Nesterov), Adam, AdamW,
+  RMSprop and Adagrad with the same operations as Keras's ``update_step``;
+- ragged regions: every region's rows are padded to a common length; a step's
+  rows past the region's end (its epoch's last, partial batch) are masked out
+  of the loss and, for ``BatchNormalization``, out of the batch statistics; a
+  region that has done all its steps keeps its state (a masked update).
+
+With the same seed the result equals the sequential path's (Keras ``fit``) to
+float rounding: the same batches in the same order, the same loss and the same
+optimizer maths (tests/speed/test_speed_cohort.py checks 1e-5 for dense, conv,
+BatchNorm, Embedding and recurrent layers, with SGD and Adam).
+
+What cannot be vectorised falls back to the sequential path, with a log line:
+a ``tf.distribute`` strategy other than the default, an optimizer or option not
+written out here (gradient accumulation, clipping, EMA, learning-rate
+schedules, AMSGrad...), a model that does not compile under XLA, an active
+attack plan (:mod:`clients.attacks`) or a message the per-message handler would
+treat differently. Operations ``tf.vectorized_map`` has no rule for (e.g.
+convolutions with per-region filters, dropout's random draws) run as a loop
+over the regions inside the same XLA program ("partly vectorised"; logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from flwr.app import Context, Message
+
+from clients.models import CompiledModel
+from clients.regional import FitResult, RegionalClient, TrainPlan
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CohortJob", "CohortTrainer", "Unsupported", "train_cohort", "trainer_for"]
+
+#: Rows per region are padded to a power of two at least this large, so that a
+#: run compiles a handful of shapes, not one per round.
+MIN_ROWS = 16
+
+
+class Unsupported(Exception):
+    """This model, optimizer or message cannot train in a cohort (the reason)."""
+
+
+@dataclass(frozen=True)
+class CohortJob:
+    """One region's local training: its client, start weights, plan and FedProx ``mu``."""
+
+    client: RegionalClient
+    weights: Mapping[str, np.ndarray]
+    plan: TrainPlan
+    proximal_mu: float = 0.0
+
+
+# -- optimizer maths ------------------------------------------------------------------
+
+_SLOTS: dict[str, tuple[str, ...]] = {
+    "SGD": ("momentums",),
+    "Adam": ("_momentums", "_velocities"),
+    "AdamW": ("_momentums", "_velocities"),
+    "RMSprop": ("_velocities", "_momentums", "_average_gradients"),
+    "Adagrad": ("_accumulators",),
+}
+
+
+class _OptimizerMath:
+    """Keras's ``update_step`` of one optimizer, as a pure function of tensors.
+
+    The state of one region is a list (one entry per slot kind) of lists (one
+    tensor per trainable variable). The operations and their order follow
+    ``keras/src/optimizers/<name>.py`` so that results agree to rounding.
+    """
+
+    def __init__(self, optimizer: keras.optimizers.Optimizer, variables: list, initial: dict):
+        kind = type(optimizer).__name__
+        if kind not in _SLOTS:
+            raise Unsupported(f"optimizer {kind} is not written out for cohorts")
+        for option in ("clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor"):
+            if getattr(optimizer, option, None) is not None:
+                raise Unsupported(f"optimizer option {option}")
+        if optimizer.use_ema:
+            raise Unsupported("optimizer option use_ema")
+        if optimizer.gradient_accumulation_steps:
+            raise Unsupported("gradient accumulation")
+        if getattr(optimizer, "amsgrad", False):
+            raise Unsupported("AMSGrad")
+        if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            raise Unsupported("a learning-rate schedule")
+        if getattr(optimizer, "centered", False):
+            raise Unsupported("centered RMSprop")
+        self.kind = kind
+        self.opt = optimizer
+        self.lr = float(np.asarray(optimizer.learning_rate))
+        wd = optimizer.weight_decay
+        self.decay = [wd is not None and optimizer._use_weight_decay(v) for v in variables]
+        self.wd = None if wd is None else float(wd)
+        # slot kinds actually present (SGD without momentum has none, ...)
+        self.slot_names: list[str] = []
+        self.initial: list[list[np.ndarray]] = []
+        for name in _SLOTS[kind]:
+            slots = getattr(optimizer, name, None)
+            if not slots:
+                continue
+            self.slot_names.append(name)
+            self.initial.append([initial[id(slots[i])] for i in range(len(variables))])
+
+    def update(self, ws: list, slots: list[list], grads: list, step: tf.Tensor) -> tuple:
+        """New weights and slots after one step; ``step`` counts steps already done."""
+        o = self.opt
+        lr = tf.constant(self.lr, tf.float32)
+        slot = {name: list(values) for name, values in zip(self.slot_names, slots, strict=True)}
+        new_ws = []
+        for i, (w, g) in enumerate(zip(ws, grads, strict=True)):
+            g = tf.cast(g, w.dtype)
+            if self.decay[i]:  # Adam family: decoupled weight decay before the step
+                w = w - w * tf.constant(self.wd, w.dtype) * lr
+            if self.kind == "SGD":
+                if "momentums" in slot:
+                    m = slot["momentums"][i]
+                    mom = tf.constant(o.momentum, w.dtype)
+                    m = m * mom - g * lr
+                    slot["momentums"][i] = m
+                    w = w + (m * mom - g * lr) if o.nesterov else w + m
+                else:
+                    w = w - g * lr
+            elif self.kind in ("Adam", "AdamW"):
+                local_step = tf.cast(step + 1, w.dtype)
+                b1p = tf.pow(tf.constant(o.beta_1, w.dtype), local_step)
+                b2p = tf.pow(tf.constant(o.beta_2, w.dtype), local_step)
+                m, v = slot["_momentums"][i], slot["_velocities"][i]
+                alpha = lr * tf.sqrt(1 - b2p) / (1 - b1p)
+                m = m + (g - m) * (1 - o.beta_1)
+                v = v + (tf.square(g) - v) * (1 - o.beta_2)
+                slot["_momentums"][i], slot["_velocities"][i] = m, v
+                w = w - (m * alpha) / (tf.sqrt(v) + o.epsilon)
+            elif self.kind == "RMSprop":
+                vel = slot["_velocities"][i]
+                vel = o.rho * vel + (1 - o.rho) * tf.square(g)
+                slot["_velocities"][i] = vel
+                increment = (lr * g) / tf.sqrt(vel + o.epsilon)
+                if "_momentums" in slot:
+                    mom = o.momentum * slot["_momentums"][i] + increment
+                    slot["_momentums"][i] = mom
+                    w = w - mom
+                else:
+                    w = w - increment
+            else:  # Adagrad
+                acc = slot["_accumulators"][i] + tf.square(g)
+                slot["_accumulators"][i] = acc
+                w = w - (lr * g) / tf.sqrt(acc + o.epsilon)
+            new_ws.append(w)
+        return new_ws, [slot[name] for name in self.slot_names]
+
+
+# -- BatchNormalization over the valid rows of a batch ---------------------------------
+
+_MASK = threading.local()
+
+
+@contextlib.contextmanager
+def _row_mask(mask: tf.Tensor) -> Iterator[None]:
+    _MASK.value = mask
+    try:
+        yield
+    finally:
+        _MASK.value = None
+
+
+def _masked_bn_call(layer: keras.layers.BatchNormalization, original: Callable) -> Callable:
+    def call(inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        rows = getattr(_MASK, "value", None)
+        if rows is not None and mask is None and training:
+            shape = tf.shape(inputs)[:-1]
+            rank = len(inputs.shape) - 1
+            mask = tf.broadcast_to(tf.reshape(rows > 0, [-1] + [1] * (rank - 1)), shape)
+        return original(inputs, training=training, mask=mask)
+
+    return call
+
+
+@contextlib.contextmanager
+def _tracing_patches(model: keras.Model) -> Iterator[None]:
+    """While tracing: BatchNorm statistics over valid rows only; recurrent layers unrolled."""
+    patched: list[tuple[Any, str, Any, bool]] = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            had = "call" in layer.__dict__
+            patched.append((layer, "call", layer.__dict__.get("call"), had))
+            object.__setattr__(layer, "call", _masked_bn_call(layer, layer.call))
+        if isinstance(layer, keras.layers.RNN) and not layer.unroll:
+            patched.append((layer, "unroll", False, True))
+            object.__setattr__(layer, "unroll", True)  # no TensorList: XLA compiles it
+    try:
+        yield
+    finally:
+        for layer, name, value, had in reversed(patched):
+            if had:
+                object.__setattr__(layer, name, value)
+            else:
+                object.__delattr__(layer, name)
+
+
+# -- the compiled cohort program --------------------------------------------------------
+
+
+def _per_sample_loss(model: keras.Model) -> keras.losses.Loss:
+    name = model.loss
+    if name == "sparse_categorical_crossentropy":
+        return keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    if name == "mse":
+        return keras.losses.MeanSquaredError(reduction=None)
+    raise Unsupported(f"loss {name!r}")
+
+
+class CohortTrainer:
+    """Trains many regions of one compiled model together (see the module docstring).
+
+    Args:
+        compiled: the process's compiled model (:func:`clients.models.compiled_model`).
+        batch_size: rows per step.
+        proximal: whether any region has FedProx ``mu > 0`` (adds the term).
+    """
+
+    def __init__(self, compiled: CompiledModel, batch_size: int, proximal: bool) -> None:
+        model = compiled.model
+        if compiled.strategy is not tf.distribute.get_strategy():
+            raise Unsupported(f"tf.distribute strategy {type(compiled.strategy).__name__}")
+        self.compiled = compiled
+        self.inner: keras.Model = model.inner
+        self.batch_size = int(batch_size)
+        self.proximal = bool(proximal)
+        self.loss = _per_sample_loss(model)
+        self.tv = list(self.inner.trainable_variables)
+        self.ntv = list(self.inner.non_trainable_variables)
+        initial = {
+            id(v): value
+            for v, value in zip(model.optimizer.variables, compiled.optimizer_initial, strict=True)
+        }
+        self.opt = _OptimizerMath(model.optimizer, self.tv, initial)
+        self.names = list(compiled.names)
+        by_path = {v.path: v for v in self.inner.weights}
+        missing = [n for n in self.names if n not in by_path]
+        if missing:
+            raise Unsupported(f"variables outside the model: {missing[:3]}")
+        self._tv_index = {v.path: i for i, v in enumerate(self.tv)}
+        self._ntv_index = {v.path: i for i, v in enumerate(self.ntv)}
+        self._seed_states = [
+            i for i, v in enumerate(self.ntv) if v.path.endswith("seed_generator_state")
+        ]
+        self.vectorized = True  # False once tf.vectorized_map needed its loop fallback
+        self._fn: Callable | None = None
+        self.compiles = 0
+
+    # ---- the traced function ----
+    def _signature(self, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType) -> list:
+        def stacked(v: Any) -> tf.TensorSpec:
+            return tf.TensorSpec([None, *v.shape], v.dtype)
+
+        return [
+            [stacked(v) for v in self.tv],
+            [stacked(v) for v in self.ntv],
+            [[stacked(v) for v in self.tv] for _ in self.opt.slot_names],
+            [stacked(v) for v in self.tv] if self.proximal else [],
+            tf.TensorSpec([None], tf.float32),  # mu
+            tf.TensorSpec([None, None, *x_shape], tf.float32),  # X
+            tf.TensorSpec([None, None, *y_shape], y_dtype),  # Y
+            tf.TensorSpec([None, None], tf.int32),  # order
+            tf.TensorSpec([None], tf.int32),  # rows
+            tf.TensorSpec([None], tf.int32),  # steps per epoch (0 = repeat)
+            tf.TensorSpec([None], tf.int32),  # steps
+            tf.TensorSpec([None], tf.int32),  # loss from
+        ]
+
+    def _build(self, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType, loop: bool) -> Callable:
+        batch = self.batch_size
+        opt = self.opt
+        inner, loss_fn, proximal = self.inner, self.loss, self.proximal
+
+        def one_client(args: tuple) -> tuple:
+            tv, ntv, slots, anchor, mu, xb, yb, rows, step = args
+            with tf.GradientTape() as tape:
+                tape.watch(tv)
+                with _row_mask(rows):
+                    y_pred, new_ntv = inner.stateless_call(tv, ntv, xb, training=True)
+                per = loss_fn(yb, y_pred)
+                loss = tf.reduce_sum(per * rows) / tf.reduce_sum(rows)
+                if proximal:
+                    squares = [
+                        tf.reduce_sum(tf.square(tf.cast(w, tf.float32) - tf.cast(g, tf.float32)))
+                        for w, g in zip(tv, anchor, strict=True)
+                    ]
+                    term = 0.5 * mu * tf.reduce_sum(tf.stack(squares))
+                    loss = loss + tf.cast(term, loss.dtype)
+            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, tv)]
+            new_tv, new_slots = opt.update(tv, slots, grads, step)
+            return new_tv, list(new_ntv), new_slots, loss
+
+        def run(tv, ntv, slots, anchor, mu, x, y, order, rows, per_epoch, steps, loss_from):
+            total = tf.reduce_max(steps)
+            offsets = tf.range(batch, dtype=tf.int32)[None, :]
+            k = tf.shape(rows)[0]
+
+            def select(active: tf.Tensor, new: list, old: list) -> list:
+                out = []
+                for a, b in zip(new, old, strict=True):
+                    shape = tf.concat([[k], tf.ones([tf.rank(b) - 1], tf.int32)], 0)
+                    out.append(tf.where(tf.reshape(active, shape), a, b))
+                return out
+
+            def body(t, tv, ntv, slots, loss_sum, loss_rows):
+                epoch_pos = (t % tf.maximum(per_epoch, 1))[:, None] * batch + offsets
+                repeat_pos = (t * batch + offsets) % rows[:, None]
+                pos = tf.where((per_epoch == 0)[:, None], repeat_pos, epoch_pos)
+                valid = pos < rows[:, None]
+                idx = tf.gather(order, tf.minimum(pos, rows[:, None] - 1), batch_dims=1)
+                xb = tf.gather(x, idx, batch_dims=1)
+                yb = tf.gather(y, idx, batch_dims=1)
+                weight = tf.cast(valid, tf.float32)
+                step = tf.fill([k], t)
+                new_tv, new_ntv, new_slots, loss = tf.vectorized_map(
+                    one_client,
+                    (tv, ntv, slots, anchor, mu, xb, yb, weight, step),
+                    fallback_to_while_loop=loop,
+                )
+                active = t < steps
+                tv = select(active, new_tv, tv)
+                ntv = select(active, new_ntv, ntv)
+                slots = [select(active, n, o) for n, o in zip(new_slots, slots, strict=True)]
+                counted = tf.logical_and(active, t >= loss_from)
+                batch_rows = tf.reduce_sum(weight, axis=1)
+                loss_sum += tf.where(counted, tf.cast(loss, tf.float32) * batch_rows, 0.0)
+                loss_rows += tf.where(counted, batch_rows, 0.0)
+                return t + 1, tv, ntv, slots, loss_sum, loss_rows
+
+            zeros = tf.zeros([k], tf.float32)
+            _, tv, ntv, slots, loss_sum, loss_rows = tf.while_loop(
+                lambda t, *_: t < total,
+                body,
+                (tf.constant(0), tv, ntv, slots, zeros, zeros),
+                maximum_iterations=None,
+            )
+            return tv, ntv, loss_sum / tf.maximum(loss_rows, 1.0)
+
+        signature = self._signature(x_shape, y_shape, y_dtype)
+        return tf.function(run, input_signature=signature, jit_compile=True)
+
+    # ---- host side ----
+    def fit(self, jobs: Sequence[CohortJob]) -> list[FitResult]:
+        """Train every job's region; results in the order of ``jobs``."""
+        if not jobs:
+            return []
+        for job in jobs:
+            if job.plan.batch_size != self.batch_size:
+                raise ValueError("every job of a cohort must use the trainer's batch size")
+        inputs = self._inputs(jobs)
+        x_shape = tuple(inputs[5].shape[2:])
+        y_shape = tuple(inputs[6].shape[2:])
+        y_dtype = tf.as_dtype(inputs[6].dtype)
+        if self._fn is None:
+            self._fn = self._compile(inputs, x_shape, y_shape, y_dtype)
+            tv, ntv, losses = self._last
+        else:
+            with _tracing_patches(self.inner):
+                tv, ntv, losses = self._fn(*inputs)
+        tv = [np.asarray(t) for t in tv]
+        ntv = [np.asarray(t) for t in ntv]
+        losses = np.asarray(losses)
+        results = []
+        for k, job in enumerate(jobs):
+            weights = {}
+            for name in self.names:
+                if name in self._tv_index:
+                    weights[name] = tv[self._tv_index[name]][k]
+                else:
+                    weights[name] = ntv[self._ntv_index[name]][k]
+            results.append(
+                FitResult(
+                    weights=weights,
+                    num_examples=len(job.client.arrays.x_train),
+                    metrics={"loss": float(losses[k])},
+                )
+            )
+        return results
+
+    def _compile(self, inputs: list, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType):
+        """Trace and run once; fall back to a loop inside vectorized_map if it must."""
+        errors = []
+        for loop in (False, True):
+            fn = self._build(x_shape, y_shape, y_dtype, loop)
+            try:
+                started = time.perf_counter()
+                with _tracing_patches(self.inner):
+                    self._last = fn(*inputs)
+                self.compiles += 1
+                if loop:
+                    self.vectorized = False
+                    log.info(
+                        "cohort: model %r is partly vectorised (some operations run as a loop "
+                        "over regions inside the XLA program: %s)",
+                        self.inner.name,
+                        errors[-1][:200],
+                    )
+                log.debug("cohort: compiled in %.2fs", time.perf_counter() - started)
+                return fn
+            except Exception as exc:  # noqa: BLE001 - any failure means: cannot vectorise
+                errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                if "No pfor vectorization" not in str(exc) and "loop invariant" not in str(exc):
+                    break
+        raise Unsupported(f"the model does not compile as a cohort ({errors[-1][:300]})")
+
+    def _inputs(self, jobs: Sequence[CohortJob]) -> list:
+        k = len(jobs)
+        rows = [len(job.client.arrays.x_train) for job in jobs]
+        padded = max(MIN_ROWS, 1 << max(1, math.ceil(math.log2(max(max(rows), 1)))))
+        x0 = jobs[0].client.arrays.x_train
+        y0 = jobs[0].client.arrays.y_train
+        x = np.zeros((k, padded, *x0.shape[1:]), np.float32)
+        y = np.zeros((k, padded, *y0.shape[1:]), y0.dtype)
+        order = np.zeros((k, padded), np.int32)
+        for i, job in enumerate(jobs):
+            n = rows[i]
+            x[i, :n] = job.client.arrays.x_train
+            y[i, :n] = job.client.arrays.y_train
+            order[i, :n] = job.plan.order
+        tv = [np.stack([np.asarray(job.weights[v.path]) for job in jobs]) for v in self.tv]
+        ntv = []
+        seeds = [self.compiled.seed_states(job.plan.seed) for job in jobs]
+        for i, v in enumerate(self.ntv):
+            if v.path in jobs[0].weights:
+                ntv.append(np.stack([np.asarray(job.weights[v.path]) for job in jobs]))
+            elif i in self._seed_states:
+                ntv.append(np.stack([s[id(v)] for s in seeds]))
+            else:
+                ntv.append(np.broadcast_to(np.asarray(v.numpy()), (k, *v.shape)).copy())
+        slots = [
+            [np.broadcast_to(value, (k, *value.shape)).copy() for value in kind]
+            for kind in self.opt.initial
+        ]
+        anchor = [t.copy() for t in tv] if self.proximal else []
+        mu = np.array([job.proximal_mu for job in jobs], np.float32)
+        per_epoch = np.array([job.plan.steps_per_epoch for job in jobs], np.int32)
+        steps = np.array([job.plan.steps for job in jobs], np.int32)
+        loss_from = np.array([job.plan.loss_from for job in jobs], np.int32)
+        y_dtype = np.int32 if y.dtype.kind in "iu" else np.float32
+        return [
+            tv,
+            ntv,
+            slots,
+            anchor,
+            mu,
+            x,
+            y.astype(y_dtype, copy=False),
+            order,
+            np.asarray(rows, np.int32),
+            per_epoch,
+            steps,
+            loss_from,
+        ]
+
+
+def trainer_for(compiled: CompiledModel, batch_size: int, proximal: bool) -> CohortTrainer:
+    """The cohort trainer cached on ``compiled`` (raises :class:`Unsupported`)."""
+    cache = compiled.cohort
+    key = (int(batch_size), bool(proximal))
+    entry = cache.get(key)
+    if isinstance(entry, Unsupported):
+        raise entry
+    if entry is None:
+        try:
+            entry = CohortTrainer(compiled, batch_size, proximal)
+        except Unsupported as exc:
+            cache[key] = exc
+            raise
+        cache[key] = entry
+    return entry
+
+
+# -- the batched ClientApp entry point ---------------------------------------------------
+
+_warned: set[str] = set()
+
+
+def _fallback(reason: str, level: int, count: int) -> None:
+    key = reason
+    if key in _warned:
+        log.debug("cohort: %d region(s) train one by one: %s", count, reason)
+        return
+    _warned.add(key)
+    log.log(level, "cohort training not used, regions train one by one: %s", reason)
+
+
+def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> list[Message | None]:
+    """Reply to many train messages at once, as :func:`clients.app.train` would to each.
+
+    Returns one entry per message: its reply, or ``None`` where the message must
+    go through the per-message handler (the cohort path does not apply; logged).
+    """
+    from flwr.client.mod.utils import make_ffn
+
+    from clients import app as client_app
+    from clients import attacks
+
+    out: list[Message | None] = [None] * len(messages)
+    if attacks.current() is not None:
+        _fallback("an attack plan is active (clients.attacks)", logging.INFO, len(messages))
+        return out
+    groups: dict[tuple, list[tuple[int, CohortJob]]] = {}
+    level = logging.INFO
+    for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
+        try:
+            config = message.content["config"]
+            cfg = client_app.experiment_from(config)
+            if cfg.client.cohort is True:
+                level = logging.WARNING
+            client = client_app._client_for(message, context)
+            options = client_app.fit_options(config)
+            plan = client.plan(int(config["server-round"]), local_steps=options["local_steps"])
+            job = CohortJob(
+                client, client_app._weights_for(message, context), plan, options["proximal_mu"]
+            )
+        except Exception:  # noqa: BLE001 - the per-message handler reports it as it does
+            continue
+        key = (id(client._compiled), plan.batch_size, options["proximal_mu"] > 0)
+        groups.setdefault(key, []).append((i, job))
+    auto_single = all(
+        client_app.experiment_from(m.content["config"]).client.cohort == "auto" for m in messages
+    )
+    for (_, batch_size, proximal), members in groups.items():
+        if auto_single and len(members) < 2:
+            continue  # "auto": a cohort of one gains nothing over Keras fit
+        compiled = members[0][1].client._compiled
+        try:
+            trainer = trainer_for(compiled, batch_size, proximal)
+            results = trainer.fit([job for _, job in members])
+        except Unsupported as exc:
+            _fallback(str(exc), level, len(members))
+            continue
+        handler_replies: dict[int, Message] = {}
+        for (i, job), result in zip(members, results, strict=True):
+            message, context = messages[i], contexts[i]
+            handler_replies[id(message)] = client_app.train_reply(
+                message, context, job.client, result
+            )
+            ffn = make_ffn(lambda m, _c: handler_replies[id(m)], client_app.MODS)
+            out[i] = ffn(message, context)
+    return out

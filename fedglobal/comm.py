@@ -1,0 +1,118 @@
+"""Bytes communicated: a Grid wrapper that counts what every message carries.
+
+:class:`CountingGrid` wraps any engine's Grid and delegates every call to it.
+It adds up ``count_bytes()`` of the records (arrays, metrics, configs) of the
+messages it sends and of the replies it receives, so the numbers are the same
+on every engine. Error replies carry no records and count 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+__all__ = ["CommCounts", "CountingGrid", "message_bytes"]
+
+
+@dataclass
+class CommCounts:
+    """Bytes sent and received, in total and of model arrays only."""
+
+    sent: int = 0
+    received: int = 0
+    sent_arrays: int = 0
+    received_arrays: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+
+    def copy(self) -> CommCounts:
+        return CommCounts(**vars(self))
+
+    def minus(self, other: CommCounts) -> CommCounts:
+        """The counts since ``other`` was taken."""
+        return CommCounts(**{k: v - getattr(other, k) for k, v in vars(self).items()})
+
+
+def _content_bytes(content: RecordDict) -> tuple[int, int]:
+    arrays = sum(r.count_bytes() for r in content.array_records.values())
+    other = sum(r.count_bytes() for r in content.metric_records.values())
+    other += sum(r.count_bytes() for r in content.config_records.values())
+    return arrays + other, arrays
+
+
+def message_bytes(message: Message) -> tuple[int, int]:
+    """``(all record bytes, array record bytes)`` of a message (0, 0 for an error)."""
+    if message.has_error() or not message.has_content():
+        return 0, 0
+    return _content_bytes(message.content)
+
+
+class CountingGrid(Grid):
+    """Delegates to ``grid`` and counts the bytes of messages sent and received."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.counts = CommCounts()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the wrapped grid offers
+        if name == "_grid":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self._grid, name)
+
+    def _sent(self, messages: list[Message]) -> None:
+        for message in messages:
+            total, arrays = message_bytes(message)
+            self.counts.sent += total
+            self.counts.sent_arrays += arrays
+            self.counts.messages_sent += 1
+
+    def _received(self, replies: list[Message]) -> list[Message]:
+        for reply in replies:
+            total, arrays = message_bytes(reply)
+            self.counts.received += total
+            self.counts.received_arrays += arrays
+            self.counts.messages_received += 1
+        return replies
+
+    def set_run(self, run: Run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self._grid.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def get_nodes(self) -> Iterable[Any]:
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self._sent(messages)  # before sending: an engine may consume the content
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._received(list(self._grid.pull_messages(message_ids)))
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        self._sent(messages)
+        return self._received(list(self._grid.send_and_receive(messages, timeout=timeout)))

@@ -1,0 +1,302 @@
+"""Nodes that run the ClientApp locally: in this process, or in a pool of worker processes.
+
+:class:`LocalNodes` holds the regions' ``Context`` objects and delivers
+messages to the ClientApp callable, one by one or, for train messages when a
+batched entry point is given (``clients.cohort:train_cohort``), as a cohort.
+A ClientApp exception becomes an error reply, as in Flower's runtimes.
+
+:class:`WorkerPool` runs ``workers`` processes (``multiprocessing`` *spawn*
+context), each with its own :class:`LocalNodes`, its own TensorFlow thread
+pools (``intra_op`` = cores / workers, ``inter_op`` = 1, set before any
+TensorFlow work, so workers do not oversubscribe the cores) and its own
+per-process caches (compiled models, region data). A region always goes to the
+same worker (its index modulo ``workers``), so its ``Context.state`` (local
+layers, error-feedback residuals) stays with it. Messages cross as Flower's
+serialized protobuf bytes. Every worker is stopped by its pid on every exit
+path: :meth:`WorkerPool.close` (the ``with`` block, errors) and ``atexit``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from flwr.app import Context, Error, Message, MessageType, RecordDict
+from flwr.common.constant import ErrorCode
+
+from fedglobal.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LocalNodes", "WorkerPool", "from_bytes", "to_bytes"]
+
+
+def to_bytes(message: Message) -> bytes:
+    """A Message as Flower's serialized protobuf."""
+    from flwr.common.serde import message_to_proto
+
+    return message_to_proto(message).SerializeToString()
+
+
+def from_bytes(data: bytes) -> Message:
+    """The Message serialized by :func:`to_bytes`."""
+    from flwr.common.serde import message_from_proto
+    from flwr.proto.message_pb2 import Message as ProtoMessage
+
+    return message_from_proto(ProtoMessage.FromString(data))
+
+
+class LocalNodes:
+    """Regions' Contexts and delivery of messages to the ClientApp, in this process.
+
+    Args:
+        client_app: the ClientApp callable ``(message, context) -> reply``.
+        cohort: optional batched train entry ``(messages, contexts) -> replies``
+            whose ``None`` entries go through ``client_app``.
+        run_id: the run's id, for the Contexts.
+    """
+
+    def __init__(self, client_app: Any, cohort: Callable | None, *, run_id: int) -> None:
+        self._client_app = client_app
+        self._cohort = cohort
+        self._run_id = run_id
+        self.contexts: dict[int, Context] = {}
+
+    def context(self, node_id: int, region: str) -> Context:
+        """The node's Context, created on first use (node config ``region``)."""
+        ctx = self.contexts.get(node_id)
+        if ctx is None:
+            ctx = Context(
+                run_id=self._run_id,
+                node_id=node_id,
+                node_config={"region": region},
+                state=RecordDict(),
+                run_config={},
+            )
+            self.contexts[node_id] = ctx
+        return ctx
+
+    def _error(self, message: Message, region: str, exc: BaseException) -> Message:
+        log.warning("region %s failed: %s", region, exc)
+        reason = f"region {region}: {type(exc).__name__}: {exc}"
+        return Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message
+        )
+
+    def deliver(self, messages: Sequence[Message], regions: Sequence[str]) -> list[Message]:
+        """Replies to ``messages`` (addressed to nodes of ``regions``), in order."""
+        contexts = [
+            self.context(m.metadata.dst_node_id, r) for m, r in zip(messages, regions, strict=True)
+        ]
+        replies: list[Message | None] = [None] * len(messages)
+        train = [i for i, m in enumerate(messages) if m.metadata.message_type == MessageType.TRAIN]
+        if self._cohort is not None and train:
+            try:
+                batch = self._cohort([messages[i] for i in train], [contexts[i] for i in train])
+            except Exception as exc:  # noqa: BLE001 - fall back to one by one
+                log.warning("cohort training failed (%s); regions train one by one", exc)
+                batch = [None] * len(train)
+            for i, reply in zip(train, batch, strict=True):
+                replies[i] = reply
+        out = []
+        for i, message in enumerate(messages):
+            reply = replies[i]
+            if reply is None:
+                try:
+                    reply = self._client_app(message, contexts[i])
+                except Exception as exc:  # noqa: BLE001 - an error reply, as Flower does
+                    reply = self._error(message, regions[i], exc)
+            out.append(reply)
+        return out
+
+
+# -- worker processes -----------------------------------------------------------------
+
+
+def _set_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _worker_main(
+    conn: Any, client_ref: str, cohort_ref: str | None, run_id: int, threads: int
+) -> None:
+    """A worker: load the apps, then answer batches of serialized messages until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us by pid
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from fedglobal.engines import load_component
+
+    _set_threads(threads)
+    nodes = LocalNodes(
+        load_component(client_ref),
+        load_component(cohort_ref) if cohort_ref else None,
+        run_id=run_id,
+    )
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        env = request.get("env")
+        if env is not None:
+            _apply_env(env)
+        try:
+            messages = [from_bytes(b) for b in request["messages"]]
+            replies = nodes.deliver(messages, request["regions"])
+            conn.send(("ok", [to_bytes(r) for r in replies]))
+        except BaseException as exc:  # noqa: BLE001 - report, keep serving
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _apply_env(env: Mapping[str, str | None]) -> None:
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+#: Environment variables mirrored into the workers before each batch, so that a
+#: process-wide plan set after the pool started (clients.attacks) reaches them.
+MIRRORED_ENV = ("FEDGLOBAL_ATTACK",)
+
+
+class WorkerPool:
+    """``workers`` worker processes, each running the ClientApp for a fixed set of regions.
+
+    Args:
+        workers: number of processes (>= 1); one per core is the usual choice.
+        client_ref: component reference of the ClientApp (``clients.app:app``).
+        cohort_ref: component reference of the batched train entry, or None.
+        run_id: the run's id (the workers' Contexts carry it).
+        threads: TensorFlow intra-op threads per worker; default cores // workers.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        client_ref: str,
+        cohort_ref: str | None,
+        *,
+        run_id: int,
+        threads: int | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least one worker, got {workers}")
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._procs: list[Any] = []
+        self._conns: list[Any] = []
+        self._ready: list[bool] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        for _ in range(workers):
+            parent, child = self._ctx.Pipe()
+            proc = self._ctx.Process(
+                target=_worker_main,
+                args=(child, client_ref, cohort_ref, run_id, self.threads),
+                daemon=True,
+                name="fedglobal-worker",
+            )
+            proc.start()
+            child.close()
+            self._procs.append(proc)
+            self._conns.append(parent)
+            self._ready.append(False)
+        atexit.register(self.close)
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids."""
+        return [p.pid for p in self._procs]
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _recv(self, index: int) -> Any:
+        conn, proc = self._conns[index], self._procs[index]
+        while not conn.poll(0.5):
+            if not proc.is_alive():
+                raise EngineError(
+                    f"worker process {proc.pid} exited with code {proc.exitcode} "
+                    "while serving regional clients"
+                )
+        try:
+            return conn.recv()
+        except EOFError:
+            raise EngineError(f"worker process {proc.pid} closed its connection") from None
+
+    def _wait_ready(self, index: int) -> None:
+        if not self._ready[index]:
+            status, _ = self._recv(index)
+            if status != "ready":
+                raise EngineError(f"worker process {self._procs[index].pid} did not start")
+            self._ready[index] = True
+
+    def deliver(self, items: Sequence[tuple[int, str, Message]]) -> list[Message]:
+        """Replies to ``(worker index, region, message)`` items, in their order.
+
+        Each worker gets its share at once; workers run in parallel.
+        """
+        if self._closed:
+            raise EngineError("the worker pool is closed")
+        shares: dict[int, list[int]] = {}
+        for i, (worker, _, _) in enumerate(items):
+            shares.setdefault(worker % self.workers, []).append(i)
+        env = {key: os.environ.get(key) for key in MIRRORED_ENV}
+        with self._lock:
+            for worker, positions in shares.items():
+                self._wait_ready(worker)
+                self._conns[worker].send(
+                    {
+                        "messages": [to_bytes(items[i][2]) for i in positions],
+                        "regions": [items[i][1] for i in positions],
+                        "env": env,
+                    }
+                )
+            out: list[Message | None] = [None] * len(items)
+            for worker, positions in shares.items():
+                status, payload = self._recv(worker)
+                if status != "ok":
+                    raise EngineError(f"worker process {self._procs[worker].pid}: {payload}")
+                for i, data in zip(positions, payload, strict=True):
+                    out[i] = from_bytes(data)
+        return [m for m in out if m is not None]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every worker: ask, wait, then terminate and kill by pid."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        for conn in self._conns:
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout / max(1, len(self._procs)))
+        for proc in self._procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.join(2.0)
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(2.0)
+        for conn in self._conns:
+            conn.close()

@@ -1,0 +1,233 @@
+"""Plots of a run's history (matplotlib, Agg; no pyplot state, safe in any thread).
+
+Every function takes the tidy history DataFrame (round, region, split, metric,
+value) and returns a ``matplotlib.figure.Figure``; :func:`write_run_plots`
+saves the standard set as PNGs into ``<run>/plots/``:
+
+- ``<metric>_rounds.png``: the metric against rounds, all regions pooled
+  (bold) and each region (thin);
+- ``<metric>_spread.png``: the spread of the per-region metric each round
+  (box plots: median, quartiles, whiskers at 1.5 IQR, outliers);
+- ``<metric>_by_region.png``: the final metric of each region, sorted, as a
+  bar chart coloured by value (a map-like view);
+- ``loss_rounds.png``: pooled train and test loss (and server loss, if any).
+
+The metric is R² for regression and accuracy for classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = [
+    "comparison_figure",
+    "final_by_region_figure",
+    "key_metric",
+    "loss_figure",
+    "metric_rounds_figure",
+    "region_spread_figure",
+    "write_run_plots",
+]
+
+ALL = "all"
+_LABELS = {"r2": "R²", "mae": "MAE", "rmse": "RMSE", "f1": "F1 (macro)"}
+
+
+def key_metric(task: str) -> str:
+    """The headline metric of a task: ``r2`` for regression, ``accuracy`` for classification."""
+    return "r2" if task == "regression" else "accuracy"
+
+
+def _label(metric: str) -> str:
+    return _LABELS.get(metric, metric.capitalize())
+
+
+def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _rounds_axis(ax: Axes) -> None:
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _series(history: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
+    h = history[(history.metric == metric) & (history.split == split)]
+    return h.pivot_table(index="round", columns="region", values="value", aggfunc="last")
+
+
+def metric_rounds_figure(
+    history: pd.DataFrame, metric: str, *, split: str = "test", title: str = ""
+) -> Figure:
+    """The metric against rounds: pooled (bold) and per region (thin, labelled if few)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    table = _series(history, metric, split)
+    regions = [c for c in table.columns if c != ALL]
+    for region in regions:
+        ax.plot(
+            table.index,
+            table[region],
+            linewidth=0.9,
+            alpha=0.55,
+            label=region if len(regions) <= 8 else None,
+        )
+    if ALL in table.columns:
+        ax.plot(table.index, table[ALL], color="black", linewidth=2.5, label="all regions pooled")
+    _rounds_axis(ax)
+    ax.set_ylabel(f"{split} {_label(metric)}")
+    ax.set_title(title or f"{split} {_label(metric)} by round")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def region_spread_figure(
+    history: pd.DataFrame, metric: str, *, split: str = "test", title: str = ""
+) -> Figure:
+    """Box plots of the per-region metric for each round (the spread across regions)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    table = _series(history, metric, split)
+    regions = [c for c in table.columns if c != ALL]
+    rounds = list(table.index)
+    if len(rounds) > 30:  # keep the boxes readable: every k-th round, and the last one
+        step = int(np.ceil(len(rounds) / 30))
+        rounds = sorted(set(rounds[::step]) | {rounds[-1]})
+    data = [table.loc[r, regions].dropna().to_numpy() for r in rounds]
+    if regions and any(len(d) for d in data):
+        ax.boxplot(
+            data,
+            positions=range(len(rounds)),
+            widths=0.6,
+            patch_artist=True,
+            boxprops={"facecolor": "#cfe0f3", "edgecolor": "#4a6f96"},
+            medianprops={"color": "#c0392b"},
+        )
+        ax.set_xticks(range(len(rounds)), [str(r) for r in rounds])
+    if ALL in table.columns:
+        ax.plot(
+            range(len(rounds)),
+            table.loc[rounds, ALL].to_numpy(),
+            color="black",
+            marker="o",
+            linewidth=1.5,
+            label="all regions pooled",
+        )
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"{split} {_label(metric)} per region")
+    ax.set_title(title or f"Spread of {split} {_label(metric)} across {len(regions)} regions")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def final_by_region_figure(
+    history: pd.DataFrame, metric: str, *, split: str = "test", title: str = ""
+) -> Figure:
+    """The final round's metric per region: sorted horizontal bars coloured by value."""
+    h = history[(history.metric == metric) & (history.split == split) & (history.region != ALL)]
+    final = h[h["round"] == h["round"].max()] if not h.empty else h
+    values = final.groupby("region")["value"].last().sort_values()
+    fig = _figure(7.0, max(3.0, 0.28 * len(values) + 1.2))
+    ax = fig.add_subplot()
+    if not values.empty:
+        finite = values.replace([np.inf, -np.inf], np.nan)
+        lo, hi = float(np.nanmin(finite)), float(np.nanmax(finite))
+        span = hi - lo if hi > lo else 1.0
+        import matplotlib
+
+        cmap = matplotlib.colormaps["viridis"]
+        colors = [cmap((v - lo) / span) if np.isfinite(v) else "lightgrey" for v in values]
+        ax.barh(values.index.astype(str), values.to_numpy(), color=colors)
+        for y, v in enumerate(values.to_numpy()):
+            ax.annotate(
+                f"{v:.3g}",
+                (max(v, 0.0) if np.isfinite(v) else 0.0, y),  # right of the bar or of zero
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        sm = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(lo, hi))
+        fig.colorbar(sm, ax=ax, label=_label(metric))
+        pooled = history[
+            (history.metric == metric) & (history.split == split) & (history.region == ALL)
+        ]
+        if not pooled.empty:
+            ax.axvline(float(pooled.iloc[-1].value), color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel(f"final {split} {_label(metric)}")
+    last = int(final["round"].max()) if not final.empty else 0
+    ax.set_title(title or f"{split} {_label(metric)} by region after round {last} (--- pooled)")
+    ax.tick_params(axis="y", labelsize=8)
+    return fig
+
+
+def loss_figure(history: pd.DataFrame, *, title: str = "") -> Figure:
+    """Pooled loss against rounds for each split (train, test, server)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    pooled = history[(history.region == ALL) & (history.metric == "loss")]
+    for split, rows in pooled.groupby("split"):
+        ax.plot(rows["round"], rows["value"], marker=".", label=str(split))
+    _rounds_axis(ax)
+    ax.set_ylabel("loss (all regions pooled)")
+    ax.set_title(title or "Loss by round")
+    ax.grid(alpha=0.3)
+    if not pooled.empty:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def comparison_figure(
+    histories: Sequence[tuple[str, pd.DataFrame]], metric: str, *, split: str = "test"
+) -> Figure:
+    """The pooled metric against rounds for several runs, one line each."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, history in histories:
+        rows = history[
+            (history.region == ALL) & (history.metric == metric) & (history.split == split)
+        ]
+        if not rows.empty:
+            ax.plot(rows["round"], rows["value"], marker=".", label=name)
+    _rounds_axis(ax)
+    ax.set_ylabel(f"{split} {_label(metric)} (all regions pooled)")
+    ax.set_title(f"{split} {_label(metric)}: runs compared")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Save a figure as PNG (written to a temporary name, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+    return path
+
+
+def write_run_plots(history: pd.DataFrame, task: str, out_dir: Path) -> list[Path]:
+    """Write the standard plots of a run into ``out_dir``; returns the files written."""
+    metric = key_metric(task)
+    if history.empty:
+        return []
+    return [
+        save(metric_rounds_figure(history, metric), out_dir / f"{metric}_rounds.png"),
+        save(region_spread_figure(history, metric), out_dir / f"{metric}_spread.png"),
+        save(final_by_region_figure(history, metric), out_dir / f"{metric}_by_region.png"),
+        save(loss_figure(history), out_dir / "loss_rounds.png"),
+    ]

@@ -1,0 +1,192 @@
+"""The ServerApp's view of an engine's Grid: bounded waits, ordered replies, named failures.
+
+The ServerApp wraps whatever Grid the engine hands it (the in-process Grid,
+Flower's Simulation or Deployment runtime) in a :class:`ServerGrid`. It uses
+only the ``Grid`` API every engine implements (``push_messages`` /
+``pull_messages``), so no engine is special-cased:
+
+- **Bounded waits.** ``send_and_receive`` polls for replies (every 0.1-0.5 s)
+  until all arrived or ``timeout`` passed. A node that did not reply in time
+  gets an error reply (``no reply within Ns``), so the strategy records it as
+  a failure and aggregates the others, instead of the round hanging.
+- **Named failures.** Error replies (a ClientApp exception, or Flower's
+  ``NODE_UNAVAILABLE`` for a SuperNode that died, which Flower sends from the
+  SuperLink's node id) are re-addressed from the node they concern, and their
+  reason names its region, learnt from the node's earlier replies.
+- **A minimum.** If fewer replies than the strategy's minimum
+  (``min_train_nodes`` / ``min_evaluate_nodes``) succeed, the round cannot
+  complete: :class:`~fedglobal.errors.RunError` says how many regions were
+  asked, how many replied and which failed.
+- **Reproducible order.** Replies are returned sorted by region (then node),
+  whichever order the engine delivered them in, so float aggregation is
+  bitwise identical across engines and runs (DESIGN decision 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flwr.app import ConfigRecord, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from fedglobal.errors import RunError
+
+log = logging.getLogger(__name__)
+
+META_KEY = "meta"
+REGION_KEY = "region"
+NO_REPLY = "no reply within"
+
+
+class ServerGrid(Grid):
+    """Wraps an engine's Grid (see the module docstring)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        *,
+        minimum: Callable[[str], int] | None = None,
+        poll_interval: float = 0.1,
+        max_poll_interval: float = 0.5,
+    ) -> None:
+        self._grid = grid
+        self._minimum = minimum
+        self._poll = poll_interval
+        self._max_poll = max_poll_interval
+        self.regions: dict[int, str] = {}
+
+    # ---- delegated ---------------------------------------------------------------------
+
+    def set_run(self, run: Run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self._grid.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    # ---- send and receive --------------------------------------------------------------
+
+    def region_of(self, node_id: int) -> str:
+        """The node's region if it ever replied, else ``node <id>``."""
+        return self.regions.get(node_id, f"node {node_id}")
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        if not messages:
+            return []
+        ids = list(self._grid.push_messages(messages))
+        sent: dict[str, Message] = {}
+        unsent: list[Message] = []
+        for message, message_id in zip(messages, ids, strict=False):
+            if message_id:
+                sent[str(message_id)] = message
+            else:
+                unsent.append(message)
+        unsent.extend(messages[len(ids) :])
+        received = self._collect(sent, timeout)
+
+        replies = []
+        for message_id, message in sent.items():
+            reply = received.get(message_id)
+            if reply is None:
+                replies.append(self._error(message, ErrorCode.UNKNOWN, f"{NO_REPLY} {timeout:g}s"))
+            elif reply.has_error():
+                replies.append(self._error(message, reply.error.code, reply.error.reason))
+            else:
+                self._learn(reply)
+                replies.append(reply)
+        replies += [self._error(m, ErrorCode.UNKNOWN, "could not be sent") for m in unsent]
+        replies.sort(key=self._order)
+        self._check_minimum(messages, replies)
+        return replies
+
+    def _collect(self, sent: dict[str, Message], timeout: float | None) -> dict[str, Message]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = set(sent)
+        received: dict[str, Message] = {}
+        interval = self._poll
+        while pending:
+            for reply in self._grid.pull_messages(sorted(pending)):
+                key = reply.metadata.reply_to_message_id
+                if key in pending:
+                    pending.discard(key)
+                    received[key] = reply
+            if not pending:
+                break
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(interval, left))
+            else:
+                time.sleep(interval)
+            interval = min(interval * 1.5, self._max_poll)
+        return received
+
+    def _learn(self, reply: Message) -> None:
+        meta = reply.content.get(META_KEY)
+        if isinstance(meta, ConfigRecord) and isinstance(meta.get(REGION_KEY), str):
+            self.regions[reply.metadata.src_node_id] = str(meta[REGION_KEY])
+
+    def _error(self, message: Message, code: int, reason: str) -> Message:
+        """An error reply from ``message``'s destination, naming its region."""
+        node = message.metadata.dst_node_id
+        label = f"region {self.regions[node]}" if node in self.regions else f"node {node}"
+        if not reason.startswith("region "):
+            reason = f"{label}: {reason}"
+        reply = Message(Error(code=int(code), reason=reason), reply_to=message)
+        reply.metadata.__dict__["_message_id"] = f"{message.metadata.message_id}:error"
+        return reply
+
+    def _order(self, reply: Message) -> tuple[int, str, int]:
+        node = reply.metadata.src_node_id
+        return (int(reply.has_error()), self.regions.get(node, ""), node)
+
+    def _check_minimum(self, messages: list[Message], replies: list[Message]) -> None:
+        if self._minimum is None:
+            return
+        stage = messages[0].metadata.message_type
+        needed = int(self._minimum(stage) or 0)
+        ok = sum(not r.has_error() for r in replies)
+        if ok >= needed:
+            return
+        failed = "; ".join(r.error.reason for r in replies if r.has_error())
+        server_round = _round_of(messages[0])
+        where = f"round {server_round} {stage}" if server_round is not None else stage
+        raise RunError(
+            f"{where}: only {ok} of {len(replies)} regions replied, fewer than the "
+            f"configured minimum of {needed}; failed: {failed}"
+        )
+
+
+def _round_of(message: Message) -> Any:
+    if not message.has_content():
+        return None
+    config = message.content.get("config")
+    return config.get("server-round") if isinstance(config, ConfigRecord) else None

@@ -1,0 +1,113 @@
+"""TensorBoard event files of a run, written by the server with ``tf.summary`` each round.
+
+Written to ``<run>/tensorboard/``. Tags (the step is the round):
+
+- ``<split>/<metric>``: pooled metrics, e.g. ``test/r2``, ``train/loss``,
+  ``server/accuracy`` (region ``all`` of history.csv);
+- ``regions/<split>/<metric>/<region>``: each region's metrics;
+- ``weight_norm/<variable>`` and ``update_norm/<variable>``: the L2 norm of
+  each global variable after the round, and of its change during the round;
+- ``comm/bytes_sent``, ``comm/bytes_received``, ``comm/array_bytes_sent``,
+  ``comm/array_bytes_received``: bytes of the round's messages;
+- ``time/round_seconds``.
+
+``fedglobal tensorboard runs/`` (or ``tensorboard --logdir runs/``) shows every
+run under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TensorBoardWriter", "launch_command", "read_scalars", "tag"]
+
+_UNSAFE = re.compile(r"[^\w./ ()=+-]")
+SUBDIR = "tensorboard"
+
+
+def tag(*parts: str) -> str:
+    """A TensorBoard tag from parts, with unusual characters replaced by ``_``."""
+    return "/".join(_UNSAFE.sub("_", str(p)) for p in parts)
+
+
+class TensorBoardWriter:
+    """Writes one run's scalars; create it at the start of the run, :meth:`close` at the end."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        self.logdir = Path(run_dir) / SUBDIR
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._writer = tf.summary.create_file_writer(str(self.logdir))
+
+    def write_round(
+        self,
+        server_round: int,
+        *,
+        rows: Iterable[tuple[int, str, str, str, float]] = (),
+        norms: Mapping[str, tuple[float, float | None]] | None = None,
+        scalars: Mapping[str, float] | None = None,
+    ) -> None:
+        """Write the round's history rows, per-variable norms and other scalars."""
+        tf = self._tf
+        with self._writer.as_default(step=server_round):
+            for _, region, split, metric, value in rows:
+                name = (
+                    tag(split, metric) if region == "all" else tag("regions", split, metric, region)
+                )
+                tf.summary.scalar(name, float(value))
+            for variable, (weight_norm, update_norm) in (norms or {}).items():
+                tf.summary.scalar(tag("weight_norm", variable), weight_norm)
+                if update_norm is not None:
+                    tf.summary.scalar(tag("update_norm", variable), update_norm)
+            for name, value in (scalars or {}).items():
+                tf.summary.scalar(name, float(value))
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file (safe to call twice)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None  # type: ignore[assignment]
+
+
+def launch_command(logdir: Path, *, host: str = "127.0.0.1", port: int = 6006) -> list[str]:
+    """The command that starts TensorBoard on ``logdir`` (raises if it is not installed)."""
+    import importlib.util
+    import sys
+
+    from fedglobal.errors import RunError
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise RunError("TensorBoard is not installed in this environment: pip install tensorboard")
+    return [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(logdir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def read_scalars(logdir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar under ``logdir`` as ``{tag: {step: value}}`` (for tests and reports)."""
+    import tensorflow as tf
+
+    out: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(logdir).rglob("events.out.tfevents.*")):
+        for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(raw)
+            for value in event.summary.value:
+                number: Any = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                if number is None:
+                    number = value.simple_value
+                out.setdefault(value.tag, {})[int(event.step)] = float(number)
+    return out
