@@ -71,12 +71,19 @@ def _region(context: Context, cfg: ExperimentConfig) -> tuple[str, str | None]:
     return str(region), (str(path) if path else None)
 
 
-@functools.lru_cache(maxsize=4096)
+#: Regions whose rows (and encoded arrays) a process keeps. Small on purpose: a
+#: process simulating thousands of regions must hold memory for the regions of a
+#: round, not for all of them. A miss re-reads the region's rows from the
+#: process's cached source table (fedglobal.data) and encodes them again.
+REGION_CACHE = 256
+
+
+@functools.lru_cache(maxsize=REGION_CACHE)
 def _table(cfg: ExperimentConfig, region: str, data_path: str | None) -> data.RegionTable:
     return data.load_region(cfg, region, data_path=data_path)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=REGION_CACHE)
 def _client(
     cfg: ExperimentConfig, region: str, data_path: str | None, schema_json: str
 ) -> RegionalClient:

@@ -274,6 +274,7 @@ class CohortTrainer:
         ]
         self.vectorized = True  # False once tf.vectorized_map needed its loop fallback
         self._fn: Callable | None = None
+        self._rows = 0
         self.compiles = 0
 
     # ---- the traced function ----
@@ -427,7 +428,7 @@ class CohortTrainer:
                     )
                 log.debug("cohort: compiled in %.2fs", time.perf_counter() - started)
                 return fn
-            except Exception as exc:  # noqa: BLE001 - any failure means: cannot vectorise
+            except Exception as exc:  # any failure means: cannot vectorise
                 errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
                 if "No pfor vectorization" not in str(exc) and "loop invariant" not in str(exc):
                     break
@@ -437,6 +438,7 @@ class CohortTrainer:
         k = len(jobs)
         rows = [len(job.client.arrays.x_train) for job in jobs]
         padded = max(MIN_ROWS, 1 << max(1, math.ceil(math.log2(max(max(rows), 1)))))
+        padded = self._rows = max(padded, self._rows)  # never shrink: fewer XLA compiles
         x0 = jobs[0].client.arrays.x_train
         y0 = jobs[0].client.arrays.y_train
         x = np.zeros((k, padded, *x0.shape[1:]), np.float32)
@@ -514,6 +516,10 @@ def _fallback(reason: str, level: int, count: int) -> None:
     log.log(level, "cohort training not used, regions train one by one: %s", reason)
 
 
+def _returning(reply: Message) -> Callable[[Message, Context], Message]:
+    return lambda _message, _context: reply
+
+
 def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> list[Message | None]:
     """Reply to many train messages at once, as :func:`clients.app.train` would to each.
 
@@ -543,7 +549,7 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
             job = CohortJob(
                 client, client_app._weights_for(message, context), plan, options["proximal_mu"]
             )
-        except Exception:  # noqa: BLE001 - the per-message handler reports it as it does
+        except Exception:  # the per-message handler reports it as it does
             continue
         key = (id(client._compiled), plan.batch_size, options["proximal_mu"] > 0)
         groups.setdefault(key, []).append((i, job))
@@ -560,12 +566,9 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
         except Unsupported as exc:
             _fallback(str(exc), level, len(members))
             continue
-        handler_replies: dict[int, Message] = {}
         for (i, job), result in zip(members, results, strict=True):
             message, context = messages[i], contexts[i]
-            handler_replies[id(message)] = client_app.train_reply(
-                message, context, job.client, result
-            )
-            ffn = make_ffn(lambda m, _c: handler_replies[id(m)], client_app.MODS)
-            out[i] = ffn(message, context)
+            reply = client_app.train_reply(message, context, job.client, result)
+            # The app's mods wrap the handler: run them around the cohort's reply.
+            out[i] = make_ffn(_returning(reply), client_app.MODS)(message, context)
     return out

@@ -136,6 +136,22 @@ class CompiledModel:
     names: list[str]
     #: cohort trainers (clients.cohort) by (batch size, proximal), or why not
     cohort: dict = field(default_factory=dict)
+    _predict: Any = None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Model outputs for a batch ``x`` (inference mode), from a traced function.
+
+        Traced once for any number of rows: an eager Keras call per region and
+        round cost more than the whole evaluation (measured: 20 of 58 s).
+        """
+        if self._predict is None:
+            inner = self.model.inner
+            spec = [tf.TensorSpec([None, *x.shape[1:]], tf.float32)]
+            self._predict = tf.function(
+                lambda rows: inner(rows, training=False), input_signature=spec
+            )
+        with self.strategy.scope():
+            return np.asarray(self._predict(tf.convert_to_tensor(x, tf.float32)))
 
     def reset_optimizer(self) -> None:
         """Put every optimizer variable (moments, step count...) back to its start."""

@@ -196,7 +196,7 @@ class RegionalClient:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Model outputs for ``x`` (probabilities, or predictions in target units)."""
         outs = [
-            np.asarray(self.model(x[i : i + _PREDICT_CHUNK], training=False))
+            self._compiled.predict(x[i : i + _PREDICT_CHUNK])
             for i in range(0, len(x), _PREDICT_CHUNK)
         ]
         return np.concatenate(outs) if outs else np.zeros((0,), np.float32)

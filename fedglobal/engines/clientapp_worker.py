@@ -64,6 +64,8 @@ from fedglobal.engines import load_component
 
 log = logging.getLogger("fedglobal.clientapp")
 
+FAST_POLL = 0.05  # seconds between polls right after a task
+
 
 @functools.lru_cache(maxsize=16)
 def _client_app(reference: str) -> Any:
@@ -191,11 +193,15 @@ def serve(
     *,
     root_certificates: bytes | None = None,
     parent_pid: int | None = None,
-    poll_interval: float = 0.05,
+    poll_interval: float = 0.5,
     max_tasks: int | None = None,
     preload: str | None = None,
 ) -> None:
     """Acquire and run the SuperNode's ClientApp tasks until the SuperNode exits.
+
+    Polling backs off from 50 ms to ``poll_interval`` while idle: each poll is an
+    HTTP request to the SuperNode, and on a machine with many SuperNodes
+    (``fedglobal deploy`` of 22 regions) fixed 50 ms polls alone kept both CPUs busy.
 
     ``preload`` names a ClientApp component to import before the first task
     (TensorFlow's import then overlaps the SuperLink's start instead of round 0).
@@ -212,6 +218,7 @@ def serve(
     )
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     done = 0
+    interval = FAST_POLL
     print(f"[fedglobal clientapp] serving the SuperNode at {address}", flush=True)
     try:
         while max_tasks is None or done < max_tasks:
@@ -226,8 +233,10 @@ def serve(
                 except Exception:  # the task failed outside the ClientApp; keep serving
                     log.exception("task %s failed", response.task.task_id)
                 done += 1
+                interval = FAST_POLL
             else:
-                time.sleep(poll_interval)
+                time.sleep(interval)
+                interval = min(interval * 1.5, max(poll_interval, FAST_POLL))
     finally:
         acquirer.close()
 
@@ -237,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's HOST:PORT")
     parser.add_argument("--root-certificates", default=None, help="CA of a TLS Runtime API")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this pid exits")
-    parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds")
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.5, help="longest wait between idle polls (s)"
+    )
     parser.add_argument("--preload", default=None, help="ClientApp to import at start-up")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

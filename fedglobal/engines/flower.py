@@ -337,7 +337,7 @@ def start_supernode(
     if max_wait_time is not None:
         argv += ["--max-wait-time", str(max_wait_time)]
     # Flower's SuperExec polls for tasks every second by default (per-message mode)
-    env = {**home.env(), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
+    env = {**home.env(), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.25"}
     supernode = sup.start(f"supernode-{name}", argv, env=env)
     worker = None
     if clientapp == "persistent":

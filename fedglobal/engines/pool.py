@@ -99,7 +99,7 @@ class LocalNodes:
         if self._cohort is not None and train:
             try:
                 batch = self._cohort([messages[i] for i in train], [contexts[i] for i in train])
-            except Exception as exc:  # noqa: BLE001 - fall back to one by one
+            except Exception as exc:  # fall back to one by one
                 log.warning("cohort training failed (%s); regions train one by one", exc)
                 batch = [None] * len(train)
             for i, reply in zip(train, batch, strict=True):
@@ -110,7 +110,7 @@ class LocalNodes:
             if reply is None:
                 try:
                     reply = self._client_app(message, contexts[i])
-                except Exception as exc:  # noqa: BLE001 - an error reply, as Flower does
+                except Exception as exc:  # an error reply, as Flower does
                     reply = self._error(message, regions[i], exc)
             out.append(reply)
         return out
@@ -155,7 +155,7 @@ def _worker_main(
             messages = [from_bytes(b) for b in request["messages"]]
             replies = nodes.deliver(messages, request["regions"])
             conn.send(("ok", [to_bytes(r) for r in replies]))
-        except BaseException as exc:  # noqa: BLE001 - report, keep serving
+        except BaseException as exc:  # report, keep serving
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
@@ -166,6 +166,9 @@ def _apply_env(env: Mapping[str, str | None]) -> None:
         else:
             os.environ[key] = value
 
+
+#: Every worker pid this process started (diagnostics and tests: all must be gone).
+STARTED: list[int] = []
 
 #: Environment variables mirrored into the workers before each batch, so that a
 #: process-wide plan set after the pool started (clients.attacks) reaches them.
@@ -211,6 +214,7 @@ class WorkerPool:
                 name="fedglobal-worker",
             )
             proc.start()
+            STARTED.append(int(proc.pid))
             child.close()
             self._procs.append(proc)
             self._conns.append(parent)

@@ -304,27 +304,38 @@ class Supervisor:
 
     def stop(self, proc: ManagedProcess, timeout: float = 10.0) -> None:
         """Stop one process and everything it started: SIGTERM, then SIGKILL after ``timeout``."""
-        if proc in self.processes:
-            self.processes.remove(proc)
-        if not proc.running():  # already exited (and reaped): its pid may be reused
-            self._close(proc)
-            return
-        children = descendants(proc.pid)
+        self._stop([proc], timeout)
+
+    def _stop(self, procs: Sequence[ManagedProcess], timeout: float) -> None:
+        """SIGTERM every process group and descendant at once; SIGKILL what outlives ``timeout``."""
+        for proc in procs:
+            if proc in self.processes:
+                self.processes.remove(proc)
+        # an exited (reaped) process's pid may be reused: only running ones are signalled
+        running = [p for p in procs if p.running()]
+        children = {p.pid: descendants(p.pid) for p in running}
         deadline = time.monotonic() + timeout
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        _signal(children, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=timeout)
-        survivors = _wait_gone(children, timeout=max(0.0, deadline - time.monotonic()))
-        if proc.running() or survivors:
+        for proc in running:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            _signal([proc.pid, *survivors], signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGTERM)
+            _signal(children[proc.pid], signal.SIGTERM)
+        for proc in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(timeout=5)
+                proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        every_child = [pid for pids in children.values() for pid in pids]
+        survivors = _wait_gone(every_child, timeout=max(0.0, deadline - time.monotonic()))
+        stubborn = [p for p in running if p.running()]
+        if stubborn or survivors:
+            for proc in stubborn:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            _signal([*(p.pid for p in stubborn), *survivors], signal.SIGKILL)
+            for proc in stubborn:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(timeout=5)
             _wait_gone(survivors, timeout=5)
-        self._close(proc)
+        for proc in procs:
+            self._close(proc)
 
     @staticmethod
     def _close(proc: ManagedProcess) -> None:
@@ -333,10 +344,9 @@ class Supervisor:
                 proc.popen.stdout.close()
 
     def stop_all(self, timeout: float = 10.0) -> None:
-        """Stop every started process (last started first), then sweep by token."""
+        """Stop every started process (all at once), then sweep what carries the token."""
         try:
-            for proc in list(reversed(self.processes)):
-                self.stop(proc, timeout=timeout)
+            self._stop(list(self.processes), timeout)
             stray = owned_by(self.token)
             if stray:
                 _signal(stray, signal.SIGTERM)

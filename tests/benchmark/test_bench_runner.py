@@ -20,6 +20,8 @@ def tiny_run(tmp_path_factory, tiny_template):
 
     raw = dict(tiny_template)
     raw["strategies"] = [*raw["strategies"], {"label": "Nope", "name": "fedmagic"}]
+    # a learning rate no other test uses: this grid's compiled models are its own
+    raw["base"]["client"] = {**raw["base"]["client"], "learning_rate": 0.0625}
     folder = tmp_path_factory.mktemp("bench")
     path = folder / "tiny.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
