@@ -14,12 +14,14 @@ import functools
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients import compress
 from clients.mods import optional_clipping_mod
 from clients.regional import FitResult, RegionalClient
 from fedglobal import data, metrics
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
 from fedglobal.weights import from_record, to_record
+from strategies import compression
 
 #: The app's mods, in order; cohort training applies them to its replies too.
 MODS = [optional_clipping_mod]
@@ -146,13 +148,16 @@ def train_reply(
     config = message.content["config"]
     if "local-layers" in config:
         context.state[LOCAL_STATE_KEY] = to_record(result.weights)
+    arrays, codec = compress.reply_arrays(message, context, result.weights, client.config)
     content = RecordDict(
         {
-            "arrays": to_record(result.weights),
+            "arrays": arrays,
             "metrics": MetricRecord({"num-examples": result.num_examples, **result.metrics}),
             "meta": _meta(client.region, config),
         }
     )
+    if codec is not None:  # strategies.compression.DecodingGrid rebuilds the weights
+        content[compression.CODEC_KEY] = codec
     return Message(content, reply_to=message)
 
 

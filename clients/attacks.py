@@ -52,6 +52,7 @@ __all__ = [
     "applied",
     "current",
     "for_training",
+    "logged",
     "poison_update",
     "reset_counts",
 ]
@@ -71,12 +72,16 @@ class AttackPlan:
         scale: sign flip: the factor on the reversed update; noise: the standard
             deviation of the Gaussian update; unused by label flipping.
         seed: seeds the noise, with the round and the region.
+        log_path: if set, every process that applies the attack appends a line
+            (kind, region, round) to this file, so whoever planned the attack can
+            check it happened, whichever process the clients ran in.
     """
 
     kind: str
     regions: tuple[str, ...]
     scale: float = 1.0
     seed: int = 0
+    log_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,7 +92,13 @@ class AttackPlan:
 
     @classmethod
     def create(
-        cls, kind: str, regions: Sequence[str], *, scale: float | None = None, seed: int = 0
+        cls,
+        kind: str,
+        regions: Sequence[str],
+        *,
+        scale: float | None = None,
+        seed: int = 0,
+        log_path: str | None = None,
     ) -> AttackPlan:
         """A plan with the kind's default scale (sign flip 4, noise 1) unless given."""
         return cls(
@@ -95,6 +106,7 @@ class AttackPlan:
             regions=tuple(regions),
             scale=float(_DEFAULT_SCALE.get(kind, 1.0) if scale is None else scale),
             seed=int(seed),
+            log_path=None if log_path is None else str(log_path),
         )
 
     def attacks(self, region: str) -> bool:
@@ -113,6 +125,7 @@ class AttackPlan:
                 regions=tuple(raw["regions"]),
                 scale=float(raw.get("scale", 1.0)),
                 seed=int(raw.get("seed", 0)),
+                log_path=raw.get("log_path"),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{ENV_VAR} is not a valid attack plan ({exc}): {text!r}") from None
@@ -124,16 +137,12 @@ _counts: dict[str, int] = {}
 _flipped: dict[tuple[int, str], Any] = {}
 
 
-def _from_env(text: str) -> AttackPlan:
-    return AttackPlan.from_json(text)
-
-
 def current() -> AttackPlan | None:
     """The process's attack plan: the one :func:`active` set, else ``$FEDGLOBAL_ATTACK``."""
     if _active is not None:
         return _active
     text = os.environ.get(ENV_VAR)
-    return _from_env(text) if text else None
+    return AttackPlan.from_json(text) if text else None
 
 
 @contextlib.contextmanager
@@ -170,9 +179,21 @@ def reset_counts() -> None:
     _counts.clear()
 
 
-def _count(kind: str) -> None:
+def _count(plan: AttackPlan, region: str, server_round: int | None = None) -> None:
     with _lock:
-        _counts[kind] = _counts.get(kind, 0) + 1
+        _counts[plan.kind] = _counts.get(plan.kind, 0) + 1
+        if plan.log_path:
+            with open(plan.log_path, "a", encoding="utf-8") as fh:  # one short line: atomic
+                fh.write(f"{plan.kind}\t{region}\t{'' if server_round is None else server_round}\n")
+
+
+def logged(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
+    """The (kind, region, round) lines appended to a plan's ``log_path``, from any process."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [tuple(line.rstrip("\n").split("\t")) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 def flip_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -195,7 +216,7 @@ def for_training(client: Any) -> Any:
     key = (id(client), plan.to_json())
     cached = _flipped.get(key)
     if cached is not None and cached[0] is client:
-        _count(plan.kind)
+        _count(plan, client.region)
         return cached[1]
     from clients.regional import RegionalClient
 
@@ -206,7 +227,7 @@ def for_training(client: Any) -> Any:
         y = (2.0 * arrays.y_train.mean() - arrays.y_train).astype(arrays.y_train.dtype)
     poisoned = RegionalClient(dataclasses.replace(arrays, y_train=y), client.config, client.schema)
     _flipped[key] = (client, poisoned)
-    _count(plan.kind)
+    _count(plan, client.region)
     return poisoned
 
 
@@ -252,5 +273,5 @@ def poison_update(result: Any, message: Any, region: str) -> Any:
         return result
     server_round = int(message.content["config"].get("server-round", 0))
     weights = poisoned_weights(plan, result.weights, _global_weights(message), region, server_round)
-    _count(plan.kind)
+    _count(plan, region, server_round)
     return dataclasses.replace(result, weights=weights)

@@ -45,6 +45,7 @@ from fedglobal.progress import RoundProgress
 from fedglobal.run_folder import write_run_folder
 from fedglobal.server_grid import ServerGrid
 from fedglobal.weights import from_record, to_record
+from strategies.compression import DecodingGrid
 
 app = ServerApp()
 
@@ -156,6 +157,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     grid = ServerGrid(grid, minimum=lambda stage: minimum.get(stage, 0))
     monitor = RunMonitor(cfg, run_dir, recorder, progress, hooks=server_hooks.current())
     grid = monitor.count(grid)  # bytes of every message, for rounds.csv and TensorBoard
+    grid = DecodingGrid(grid)  # compressed updates (client.compression): decoded, after counting
     expected = int(run_config.get("expected-nodes", 0) or 0)
     needed = max(expected, int(getattr(strategy, "min_available_nodes", 1)))
     _wait_for_nodes(grid, needed, cfg.engine.connect_timeout)

@@ -191,7 +191,8 @@ def _malicious_regions(regions: Sequence[str], fraction: float, seed: int) -> li
 
 
 @contextlib.contextmanager
-def _attack(cell: Cell, cfg: ExperimentConfig) -> Iterator[Any]:
+def _attack(cell: Cell, cfg: ExperimentConfig, log_dir: Path) -> Iterator[Any]:
+    """Activate the cell's attack plan; afterwards, check that some client applied it."""
     spec = cell.condition.attack
     if not spec:
         yield None
@@ -200,13 +201,16 @@ def _attack(cell: Cell, cfg: ExperimentConfig) -> Iterator[Any]:
 
     attacks = _attack_module()
     regions = _malicious_regions(data.list_regions(cfg), float(spec["fraction"]), cell.seed)
+    log_path = log_dir / f".attack-{cell.slug}.log"
+    log_path.unlink(missing_ok=True)
     plan = attacks.AttackPlan.create(
-        str(spec["kind"]), regions, scale=spec.get("scale"), seed=cell.seed
+        str(spec["kind"]), regions, scale=spec.get("scale"), seed=cell.seed, log_path=log_path
     )
-    attacks.reset_counts()
     with attacks.active(plan):
         yield plan
-    if not attacks.applied().get(plan.kind):
+    applied = attacks.logged(log_path)
+    log_path.unlink(missing_ok=True)
+    if not applied:
         raise FedGlobalError(
             f"attack {plan.kind!r} was planned for regions {', '.join(regions)} but no client "
             "applied it: the ClientApp does not call clients.attacks.for_training / "
@@ -325,7 +329,7 @@ def run_cell(
         if kind == "federated":
             from fedglobal.simulation import simulate
 
-            with _attack(cell, cfg):
+            with _attack(cell, cfg, cells_dir):
                 result = simulate(cfg, output_dir=cells_dir, quiet=True)
             history, summary, run_dir = result.history, result.summary, result.run_dir
             num_regions = int(summary.get("num_regions") or len(summary.get("regions", [])))

@@ -465,30 +465,35 @@ def submit_run(
     run_id: int | None = None
     deadline = time.monotonic() + timeout
     finished = False
-    while not finished:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            line = ""
-        if line is None:
-            finished = True
-            continue
-        if line:
-            output.append(line)
-            match = _RUN_ID.search(line)
-            if match and run_id is None:
-                run_id = int(match.group(1))
-            if not quiet and not _NOISE.search(line):
-                out.write(line)
-                out.flush()
-        if time.monotonic() > deadline:
-            if run_id is not None:
-                flwr(sup, home, "stop", str(run_id), CONNECTION, timeout=30)
-            sup.stop(proc)
-            raise EngineError(
-                f"run {run_id} did not finish within {timeout:g}s; stopped it. "
-                f"Last lines:\n{''.join(output[-20:])}"
-            )
+    try:
+        while not finished:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                finished = True
+                continue
+            if line:
+                output.append(line)
+                match = _RUN_ID.search(line)
+                if match and run_id is None:
+                    run_id = int(match.group(1))
+                if not quiet and not _NOISE.search(line):
+                    out.write(line)
+                    out.flush()
+            if time.monotonic() > deadline:
+                if run_id is not None:
+                    flwr(sup, home, "stop", str(run_id), CONNECTION, timeout=30)
+                sup.stop(proc)
+                raise EngineError(
+                    f"run {run_id} did not finish within {timeout:g}s; stopped it. "
+                    f"Last lines:\n{''.join(output[-20:])}"
+                )
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the run must not go on without us
+        if run_id is not None:
+            flwr(sup, home, "stop", str(run_id), CONNECTION, timeout=30)
+        raise
     proc.popen.wait(timeout=30)
     reader.join(timeout=5)
     if run_id is None:

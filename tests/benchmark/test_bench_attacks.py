@@ -72,16 +72,17 @@ def test_noise_is_large_and_seeded_by_round_and_region():
     assert not np.array_equal(a, attacks.poisoned_weights(plan, g, g, "y", 1)["w"])
 
 
-def test_label_flip_swaps_training_labels_only_for_attackers(real_clients):
+def test_label_flip_swaps_training_labels_only_for_attackers(real_clients, tmp_path):
     honest, other = real_clients
-    plan = AttackPlan.create("label-flip", [honest.region])
+    plan = AttackPlan.create("label-flip", [honest.region], log_path=tmp_path / "attack.log")
     assert attacks.for_training(honest) is honest  # no plan: unchanged
     attacks.reset_counts()
     with attacks.active(plan):
         flipped = attacks.for_training(honest)
         assert attacks.for_training(other) is other
         assert attacks.for_training(honest) is flipped  # cached
-    assert attacks.applied() == {"label-flip": 2}
+    assert attacks.applied()["label-flip"] == 2
+    assert attacks.logged(tmp_path / "attack.log") == [("label-flip", honest.region, "")] * 2
     top = honest.schema.num_classes - 1  # class indices of the schema
     np.testing.assert_array_equal(flipped.arrays.y_train, top - honest.arrays.y_train)
     np.testing.assert_array_equal(flipped.arrays.y_test, honest.arrays.y_test)  # clean test
@@ -119,3 +120,27 @@ def test_poison_update_on_a_real_train_message(real_clients):
     for name, w in result.weights.items():
         np.testing.assert_allclose(poisoned.weights[name], 2 * start[name] - w, atol=1e-6)
     assert poisoned.num_examples == result.num_examples
+
+
+def test_an_attack_cell_runs_or_says_the_hook_is_missing(tmp_path, tiny_suite, write_suite):
+    """End to end: the attack reaches the clients through clients/app.py's two hooks.
+
+    Until the ClientApp calls them, the cell fails and says so (it never reports
+    an attack that did not happen).
+    """
+    from pathlib import Path
+
+    from fedglobal.benchmark import run_benchmark
+
+    app_source = (Path(__file__).resolve().parents[2] / "clients" / "app.py").read_text()
+    hooked = "attacks.poison_update" in app_source
+    tiny_suite["suite"]["seeds"] = [0]
+    tiny_suite["base"]["experiment"]["rounds"] = 1
+    tiny_suite["strategies"] = [{"label": "FedAvg", "name": "fedavg"}]
+    tiny_suite["conditions"] = [{"label": "flip", "attack": {"kind": "sign-flip", "fraction": 0.5}}]
+    result = run_benchmark(write_suite(tiny_suite), output_dir=tmp_path, quiet=True, plots=False)
+    (cell,) = result.cells
+    if hooked:
+        assert cell.ok, cell.error
+    else:
+        assert not cell.ok and "does not call clients.attacks" in cell.error

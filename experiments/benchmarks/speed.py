@@ -1,0 +1,553 @@
+"""Simulation speed and scale, measured side by side (issue 5). Prints every comparison as a ratio.
+
+    .venv/bin/python experiments/benchmarks/speed.py            # everything (< 10 min on 2 cores)
+    .venv/bin/python experiments/benchmarks/speed.py --only cohort,aggregation
+    .venv/bin/python experiments/benchmarks/speed.py --skip ray --json runs/speed.json
+
+The workload of goals 1-3 is the issue's: multinomial logistic regression on
+FedProx Synthetic(0.5, 0.5) (30 devices), 10 rounds, 10 of 30 devices trained
+per round, E = 20 epochs, batch 10, SGD lr 0.01, every device evaluated each round.
+
+Sections (each runs in fresh subprocesses, so start-up and memory are its own):
+
+- ``engines``: the in-process engine (cohort training) against the Ray engine
+  (``fedglobal simulate --engine ray``: Flower's Simulation Engine on Ray,
+  started and stopped by fedglobal), wall time including start-up, and the final
+  accuracy (in-process over 3 seeds, to show the seed noise);
+- ``cohort``: sequential training (Keras ``fit`` on the compiled-once model) against
+  cohort training (one XLA program per round), time spent training and whole run;
+- ``workers``: the sequential path with ``experiment.workers = 2`` against 0;
+- ``scale``: 100, 1,000 and 10,000 regions of 200 rows, 10% trained and evaluated
+  per round: peak memory (RSS) and seconds per round;
+- ``aggregation``: streaming FedAvg of 100 updates of a 10M-parameter model
+  against numpy reading the bytes once, and against Flower's
+  ``aggregate_arrayrecords``; peak extra memory (tracemalloc);
+- ``communication``: array bytes per round of several strategies, and of FedAvg
+  with float16 / int8 / top-k updates (error feedback): ratio and accuracy cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+SECTIONS = ("engines", "cohort", "workers", "scale", "aggregation", "communication")
+
+WORKLOAD = {
+    "experiment": {"name": "speed", "seed": 0, "rounds": 10},
+    "data": {
+        "source": "synthetic:fedprox",
+        "task": "classification",
+        "num_regions": 30,
+        "test_fraction": 0.2,
+        "synthetic_alpha": 0.5,
+        "synthetic_beta": 0.5,
+    },
+    "model": {"name": "logistic"},
+    "client": {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 10, "epochs": 20},
+    "strategy": {
+        "name": "fedavg",
+        "fraction_train": 0.3333,
+        "min_train_clients": 10,
+        "fraction_evaluate": 1.0,
+        "min_evaluate_clients": 30,
+        "min_available_clients": 30,
+    },
+    "output": {"tensorboard": False, "plots": False},
+}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _merge(base: dict, **sections: dict) -> dict:
+    out = {k: dict(v) for k, v in base.items()}
+    for name, values in sections.items():
+        out.setdefault(name, {}).update(values)
+    return out
+
+
+def _toml(raw: dict, folder: Path, name: str) -> Path:
+    import tomli_w
+
+    path = folder / f"{name}.toml"
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return path
+
+
+def _load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+        return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+    except OSError:
+        return "load average unknown"
+
+
+def _child(args: list[str], timeout: float = 1800) -> dict:
+    """Run this script as a child; return its last JSON line plus the wall time."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    out = subprocess.run(
+        [PYTHON, str(Path(__file__).resolve()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args[:2]} failed:\n{out.stderr[-3000:]}")
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    result = json.loads(lines[-1])
+    result["wall_s"] = round(wall, 2)
+    return result
+
+
+def _ratio(slow: float, fast: float) -> str:
+    return f"{slow / fast:.1f}x" if fast > 0 else "n/a"
+
+
+def _print(title: str, rows: list[tuple[str, str]]) -> None:
+    print(f"\n== {title}")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    sys.stdout.flush()
+
+
+# -- children: one run each --------------------------------------------------------------
+
+
+def child_run(config: str, output_dir: str, engine: str) -> None:
+    """One simulate() in this process; prints JSON (train time, run time, metrics, memory)."""
+    import resource
+
+    started = time.perf_counter()
+    import fedglobal
+    from fedglobal.engines import pool
+
+    imported = time.perf_counter()
+    train = {"seconds": 0.0}
+
+    def timed(cls: Any, name: str) -> None:
+        original = getattr(cls, name)
+
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                items = args[0] if args else []
+                messages = [m if not isinstance(m, tuple) else m[2] for m in items]
+                if any(m.metadata.message_type == "train" for m in messages):
+                    train["seconds"] += time.perf_counter() - t0
+
+        setattr(cls, name, wrapper)
+
+    timed(pool.LocalNodes, "deliver")
+    timed(pool.WorkerPool, "deliver")
+    result = fedglobal.simulate(config, engine=engine, output_dir=output_dir, quiet=True)
+    done = time.perf_counter()
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    rounds = []
+    rounds_csv = result.run_dir / "rounds.csv"
+    if rounds_csv.is_file():
+        import pandas as pd
+
+        rounds = pd.read_csv(rounds_csv).to_dict("records")
+    accuracy = result.metric("accuracy") if result.config.data.task == "classification" else None
+    print(
+        json.dumps(
+            {
+                "import_s": round(imported - started, 2),
+                "run_s": round(done - imported, 2),
+                "train_s": round(train["seconds"], 2),
+                "accuracy": None if accuracy is None else float(accuracy.iloc[-1]),
+                "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "rounds": rounds,
+                "comm": summary.get("comm", {}),
+                "regions": summary.get("num_regions"),
+            }
+        )
+    )
+
+
+def child_aggregation(clients: int, params: int) -> None:
+    """Goal 5, in its own process: prints JSON timings and memory."""
+    import gc
+    import tracemalloc
+
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from strategies.aggregate import weighted_average
+
+    rng = np.random.default_rng(0)
+    side = int((params * 0.9) ** 0.5)
+    shapes = {
+        "hidden/kernel": (side, side),
+        "hidden/bias": (side,),
+        "output/kernel": (params - side * side - side - 1000, 1),
+        "output/bias": (1000,),
+    }
+    template = {k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()}
+    nbytes = sum(v.nbytes for v in template.values())
+    weights = [float(rng.integers(50, 500)) for _ in range(clients)]
+
+    def best(fn: Any, repeat: int = 3) -> float:
+        times = []
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    # (a) in-memory updates: our streaming average against numpy reading them once
+    updates = [
+        (f"c{i}", {k: v + np.float32(i * 1e-3) for k, v in template.items()}, weights[i])
+        for i in range(clients)
+    ]
+    read_once = best(lambda: [np.add.reduce(a, axis=None) for _, d, _ in updates for a in d.values()])
+    checked = best(lambda: weighted_average(updates))
+    unchecked = best(lambda: weighted_average(updates, validate=False))
+    tracemalloc.start()
+    weighted_average(updates)
+    _, peak_inmem = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del updates
+    gc.collect()
+
+    # (b) the same updates as Flower ArrayRecords: Flower's aggregate_arrayrecords
+    # against ours fed one decoded record at a time (as strategies.FedAvg does)
+    records = [
+        RecordDict(
+            {
+                "arrays": ArrayRecord(
+                    {k: Array(v + np.float32(i * 1e-3)) for k, v in template.items()}
+                ),
+                "metrics": MetricRecord({"num-examples": weights[i]}),
+            }
+        )
+        for i in range(clients)
+    ]
+
+    def ours() -> Any:
+        return weighted_average(
+            (
+                (f"c{i}", {k: a.numpy() for k, a in r["arrays"].items()}, weights[i])
+                for i, r in enumerate(records)
+            )
+        )
+
+    flower = best(lambda: aggregate_arrayrecords(records, "num-examples"), repeat=1)
+    ours_records = best(ours, repeat=1)
+    tracemalloc.start()
+    ours()
+    _, peak_ours = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    tracemalloc.start()
+    aggregate_arrayrecords(records, "num-examples")
+    _, peak_flower = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        json.dumps(
+            {
+                "clients": clients,
+                "params": sum(v.size for v in template.values()),
+                "model_mb": round(nbytes / 2**20, 1),
+                "read_once_s": round(read_once, 3),
+                "ours_checked_s": round(checked, 3),
+                "ours_unchecked_s": round(unchecked, 3),
+                "peak_extra_inmemory_mb": round(peak_inmem / 2**20, 1),
+                "flower_records_s": round(flower, 3),
+                "ours_records_s": round(ours_records, 3),
+                "peak_extra_ours_records_mb": round(peak_ours / 2**20, 1),
+                "peak_extra_flower_records_mb": round(peak_flower / 2**20, 1),
+            }
+        )
+    )
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def _run(raw: dict, folder: Path, name: str, engine: str = "inprocess", timeout: float = 1800):
+    path = _toml(raw, folder, name)
+    return _child(
+        ["run", str(path), "--output-dir", str(folder / "runs"), "--engine", engine], timeout
+    )
+
+
+def section_engines(folder: Path, results: dict, skip_ray: bool) -> None:
+    cohort = _merge(WORKLOAD, client={"cohort": True})
+    runs = [_run(_merge(cohort, experiment={"seed": s}), folder, f"cohort-s{s}") for s in (0, 1, 2)]
+    results["engines"] = {"inprocess_cohort": runs}
+    rows = [
+        ("in-process, cohort (seed 0)", f"{runs[0]['wall_s']:.1f} s wall incl. start-up"),
+        ("  final accuracy, seeds 0/1/2", " / ".join(f"{r['accuracy']:.4f}" for r in runs)),
+    ]
+    if not skip_ray:
+        ray = _run(WORKLOAD, folder, "ray", engine="ray", timeout=1800)
+        results["engines"]["ray"] = ray
+        rows += [
+            ("Ray engine (seed 0)", f"{ray['wall_s']:.1f} s wall incl. start-up"),
+            ("  final accuracy", f"{ray['accuracy']:.4f}"),
+            ("RATIO Ray / in-process", _ratio(ray["wall_s"], runs[0]["wall_s"])),
+        ]
+    _print("1. engines: the issue's workload, wall time including start-up", rows)
+
+
+def section_cohort(folder: Path, results: dict) -> None:
+    seq = _run(WORKLOAD, folder, "sequential")
+    coh = _run(_merge(WORKLOAD, client={"cohort": True}), folder, "cohort")
+    results["cohort"] = {"sequential": seq, "cohort": coh}
+    _print(
+        "2. cohort training vs the sequential path (same workload, in-process)",
+        [
+            ("sequential: training / run / wall", _times(seq)),
+            ("cohort:     training / run / wall", _times(coh)),
+            ("RATIO training time", _ratio(seq["train_s"], coh["train_s"])),
+            ("RATIO whole run (no start-up)", _ratio(seq["run_s"], coh["run_s"])),
+            ("final accuracy seq / cohort", f"{seq['accuracy']:.4f} / {coh['accuracy']:.4f}"),
+        ],
+    )
+
+
+def _times(r: dict) -> str:
+    return f"{r['train_s']:.1f} s / {r['run_s']:.1f} s / {r['wall_s']:.1f} s"
+
+
+def section_workers(folder: Path, results: dict) -> None:
+    seq = results.get("cohort", {}).get("sequential") or _run(WORKLOAD, folder, "sequential")
+    two = _run(_merge(WORKLOAD, experiment={"workers": 2}), folder, "workers2")
+    results["workers"] = {"workers0": seq, "workers2": two}
+    _print(
+        "3. worker pool, sequential path: workers = 2 vs 0",
+        [
+            ("workers=0: training / run / wall", _times(seq)),
+            ("workers=2: training / run / wall", _times(two)),
+            ("RATIO training time", _ratio(seq["train_s"], two["train_s"])),
+            ("RATIO wall incl. start-up", _ratio(seq["wall_s"], two["wall_s"])),
+            ("final accuracy 0 / 2", f"{seq['accuracy']:.4f} / {two['accuracy']:.4f}"),
+        ],
+    )
+
+
+def _scale_data(folder: Path, regions: int, rows: int = 200, features: int = 20) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(regions)
+    n = regions * rows
+    x = rng.standard_normal((n, features), dtype=np.float32)
+    w = rng.standard_normal((features, 10), dtype=np.float32)
+    frame = pd.DataFrame(x, columns=[f"x{j}" for j in range(features)])
+    width = len(str(regions - 1))
+    frame.insert(0, "region", [f"r{k:0{width}d}" for k in np.repeat(np.arange(regions), rows)])
+    frame["y"] = np.argmax(x @ w + rng.normal(size=(n, 10)), axis=1)
+    path = folder / f"scale-{regions}.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+def section_scale(folder: Path, results: dict, sizes: list[int]) -> None:
+    out = {}
+    rows = []
+    for regions in sizes:
+        path = _scale_data(folder, regions)
+        raw = {
+            "experiment": {"name": f"scale{regions}", "seed": 0, "rounds": 3},
+            "data": {
+                "source": f"parquet:{path}",
+                "region": "region",
+                "target": "y",
+                "task": "classification",
+                "test_fraction": 0.2,
+            },
+            "model": {"name": "mlp", "hidden": [32]},
+            "client": {"batch_size": 20, "epochs": 1, "optimizer": "sgd", "cohort": True},
+            "strategy": {
+                "fraction_train": 0.1,
+                "fraction_evaluate": 0.1,
+                "min_train_clients": 2,
+                "min_evaluate_clients": 2,
+                "min_available_clients": 2,
+            },
+            "output": {"tensorboard": False, "plots": False},
+        }
+        r = _run(raw, folder, f"scale{regions}", timeout=3600)
+        per_round = [row["seconds"] for row in r["rounds"] if row["round"] >= 1]
+        r["per_round_s"] = per_round
+        out[regions] = r
+        rows.append(
+            (
+                f"{regions:>6} regions ({regions // 10} trained/round)",
+                f"peak RSS {r['max_rss_mb']:.0f} MB | rounds 1-3: "
+                + ", ".join(f"{s:.2f}" for s in per_round)
+                + f" s | start-up+schema {r['rounds'][0]['seconds'] if r['rounds'] else 0:.1f} s"
+                + f" | wall {r['wall_s']:.0f} s",
+            )
+        )
+        path.unlink()
+    if len(sizes) >= 2:
+        a, b = sizes[0], sizes[-1]
+        ta = sum(out[a]["per_round_s"]) / len(out[a]["per_round_s"])
+        tb = sum(out[b]["per_round_s"]) / len(out[b]["per_round_s"])
+        rows.append((f"RATIO round time {b}/{a} (clients x{b // a})", _ratio(tb, ta)))
+        rows.append(
+            (f"RATIO peak RSS {b}/{a}", _ratio(out[b]["max_rss_mb"], out[a]["max_rss_mb"]))
+        )
+    results["scale"] = out
+    _print("4. scale: regions of 200 rows, 10% trained and evaluated per round", rows)
+
+
+def section_aggregation(folder: Path, results: dict, clients: int, params: int) -> None:
+    r = _child(["aggregation", str(clients), str(params)])
+    results["aggregation"] = r
+    _print(
+        f"5. aggregation: FedAvg of {r['clients']} updates of {r['params'] / 1e6:.1f}M "
+        f"parameters ({r['model_mb']} MB each)",
+        [
+            ("numpy reading the bytes once", f"{r['read_once_s']:.3f} s"),
+            ("ours, checked (finite, shapes)", f"{r['ours_checked_s']:.3f} s"),
+            ("ours, unchecked", f"{r['ours_unchecked_s']:.3f} s"),
+            ("RATIO ours checked / read once", _ratio(r["ours_checked_s"], r["read_once_s"])),
+            ("peak extra memory (in-memory input)", f"{r['peak_extra_inmemory_mb']} MB"),
+            ("from ArrayRecords: Flower aggregate_arrayrecords", f"{r['flower_records_s']:.3f} s"),
+            ("from ArrayRecords: ours, decoding one at a time", f"{r['ours_records_s']:.3f} s"),
+            ("RATIO Flower / ours", _ratio(r["flower_records_s"], r["ours_records_s"])),
+            (
+                "peak extra memory ours / Flower",
+                f"{r['peak_extra_ours_records_mb']} MB / {r['peak_extra_flower_records_mb']} MB",
+            ),
+        ],
+    )
+
+
+def section_communication(folder: Path, results: dict) -> None:
+    base = _merge(
+        WORKLOAD,
+        model={"name": "mlp", "hidden": [64]},
+        client={"cohort": True, "epochs": 5},
+    )
+    runs: dict[str, dict] = {}
+    variants = {
+        "fedavg": {},
+        "fedprox": {"strategy": {"name": "fedprox", "proximal_mu": 0.01}},
+        "fedadam": {"strategy": {"name": "fedadam"}},
+        "layerwise (output local)": {
+            "strategy": {"name": "layerwise", "layers": [{"match": "output/*", "rule": "local"}]}
+        },
+        "fedavg + float16": {"client": {"compression": "float16"}},
+        "fedavg + int8 (EF)": {"client": {"compression": "int8"}},
+        "fedavg + top-1% (EF)": {"client": {"compression": "topk", "topk_fraction": 0.01}},
+        "fedavg + top-10% (EF)": {"client": {"compression": "topk", "topk_fraction": 0.1}},
+    }
+    for label, change in variants.items():
+        raw = _merge(base, **change)
+        try:
+            runs[label] = _run(raw, folder, "comm-" + label.split()[0] + str(len(runs)))
+        except RuntimeError as exc:
+            runs[label] = {"error": str(exc)[-300:]}
+    results["communication"] = runs
+    ref = runs["fedavg"]
+
+    def per_round(r: dict, key: str) -> float:
+        rows = [row for row in r.get("rounds", []) if row["round"] >= 1]
+        return sum(row[key] for row in rows) / max(1, len(rows))
+
+    rows = []
+    for label, r in runs.items():
+        if "error" in r:
+            rows.append((label, "failed: " + r["error"].splitlines()[-1]))
+            continue
+        up = per_round(r, "array_bytes_received")
+        down = per_round(r, "array_bytes_sent")
+        rows.append(
+            (
+                label,
+                f"up {up / 1e3:8.1f} kB/round (x{per_round(ref, 'array_bytes_received') / up:.1f}"
+                f" smaller) | down {down / 1e3:7.1f} kB/round | final accuracy "
+                f"{r['accuracy']:.4f} ({r['accuracy'] - ref['accuracy']:+.4f})",
+            )
+        )
+    _print(
+        "6. communication: array bytes per round (mlp [64], 10 rounds, 10 of 30 devices)", rows
+    )
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        p = argparse.ArgumentParser()
+        p.add_argument("cmd")
+        p.add_argument("config")
+        p.add_argument("--output-dir", required=True)
+        p.add_argument("--engine", default="inprocess")
+        a = p.parse_args(argv)
+        child_run(a.config, a.output_dir, a.engine)
+        return 0
+    if argv and argv[0] == "aggregation":
+        child_aggregation(int(argv[1]), int(argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    parser.add_argument("--skip", default="", help="sections or 'ray' to skip")
+    parser.add_argument("--scale", default="100,1000,10000", help="region counts")
+    parser.add_argument("--agg-clients", type=int, default=100)
+    parser.add_argument("--agg-params", type=int, default=10_000_000)
+    parser.add_argument("--json", default=None, help="write all numbers to this file")
+    args = parser.parse_args(argv)
+    only = [s for s in args.only.split(",") if s]
+    skip = [s for s in args.skip.split(",") if s]
+    unknown = [s for s in only + skip if s not in (*SECTIONS, "ray")]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; known: {', '.join(SECTIONS)}, ray")
+    started = time.perf_counter()
+    print(f"fedglobal speed benchmark | {_load()}")
+    results: dict[str, Any] = {"load_start": _load()}
+    with tempfile.TemporaryDirectory(prefix="fedglobal-speed-") as tmp:
+        folder = Path(tmp)
+        for section in SECTIONS:
+            if section not in only or section in skip:
+                continue
+            t0 = time.perf_counter()
+            if section == "engines":
+                section_engines(folder, results, skip_ray="ray" in skip)
+            elif section == "cohort":
+                section_cohort(folder, results)
+            elif section == "workers":
+                section_workers(folder, results)
+            elif section == "scale":
+                section_scale(folder, results, [int(s) for s in args.scale.split(",")])
+            elif section == "aggregation":
+                section_aggregation(folder, results, args.agg_clients, args.agg_params)
+            elif section == "communication":
+                section_communication(folder, results)
+            results.setdefault("section_s", {})[section] = round(time.perf_counter() - t0, 1)
+    total = time.perf_counter() - started
+    results["total_s"] = round(total, 1)
+    results["load_end"] = _load()
+    print(f"\nbenchmark total {total:.0f} s | {_load()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
