@@ -48,6 +48,7 @@ def _timings(result, total: float, rounds: int) -> dict:
         "round_s": statistics.median(per_round),
         "total_s": total,
         "final_r2": result.final("r2") if result.config.data.task == "regression" else None,
+        "failed": len(result.summary.get("failed_replies", [])),
     }
 
 
@@ -129,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         "| engine | start-up (s) | per round (s) | start-up / inprocess "
-        "| per round / inprocess | ClientApp s/message | final R² |"
+        "| per round / inprocess | ClientApp s/message | final R² | failed replies |"
     )
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for engine, r in rows.items():
         ratio_start = f"{r['startup_s'] / base['startup_s']:.1f}x" if base else "-"
         ratio_round = f"{r['round_s'] / base['round_s']:.1f}x" if base else "-"
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {engine} | {r['startup_s']:.1f} | {r['round_s']:.2f} | {ratio_start} "
             f"| {ratio_round} | {'-' if per_message is None else f'{per_message:.2f}'} "
-            f"| {'-' if r2 is None else f'{r2:.4f}'} |"
+            f"| {'-' if r2 is None else f'{r2:.4f}'} | {r['failed']} |"
         )
     return 0
 

@@ -27,15 +27,20 @@ Failures. An exception in a cell (an invalid experiment, an unregistered
 strategy, a run that lost too many clients) is caught and recorded; the grid
 goes on. ``KeyboardInterrupt`` stops the grid after writing what finished.
 
-Bytes per round. The model's named arrays are serialised as Flower does
-(``ArrayRecord.count_bytes()`` of the final weights) and multiplied by the
-messages that carry weights in a training round: the train instructions sent
-(``n_train``), their replies (``n_train``) and the evaluate instructions
-(``n_eval``); ``n_train`` and ``n_eval`` follow the strategy's sampling rule
-(``max(int(n * fraction), minimum)``, capped at ``n``). Metrics and configs
-(under a kilobyte) are left out. Dropped stragglers' and attackers' replies
-still travel, so they are counted. Local-only training sends nothing (0);
-centralised training moves raw rows instead, so it has no figure.
+Bytes per round. Measured when the run folder has ``rounds.csv`` (the
+ServerApp's counting Grid, :mod:`fedglobal.comm`): every record of every
+message sent and received in the round (weights, configs, metrics), averaged
+over rounds 1..R in the summary (``bytes_source = measured``). Otherwise
+computed (``computed``): the model's named arrays serialised as Flower does
+(``ArrayRecord.count_bytes()`` of the final weights) times the messages that
+carry weights in a training round: the train instructions sent (``n_train``),
+their replies (``n_train``) and the evaluate instructions (``n_eval``), with
+``n_train`` and ``n_eval`` from the strategy's sampling rule
+(``max(int(n * fraction), minimum)``, capped at ``n``); configs and metrics
+are left out. On gapminder (22 regions) the computed figure equals the
+measured array bytes exactly (1,340,328 B per round). Dropped stragglers' and
+attackers' replies still travel, so they count. Local-only training sends
+nothing (0); centralised training moves raw rows instead (no figure).
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ RESULT_COLUMNS = [
     "region_worst",
     "region_mean",
     "bytes_per_round",
+    "bytes_source",
     "elapsed_s",
 ]
 
@@ -247,6 +253,22 @@ def _bytes_per_round(cfg: ExperimentConfig, run_dir: Path, num_regions: int) -> 
     return float(_model_bytes(run_dir) * (2 * n_train + n_eval))
 
 
+def _measured_bytes(run_dir: Path) -> pd.Series | None:
+    """Bytes sent + received per round, as counted on the wire (``rounds.csv``), if any.
+
+    The ServerApp's counting Grid (:mod:`fedglobal.comm`) adds up every record of
+    every message (weights, configs, metrics); older run folders lack the file.
+    """
+    path = run_dir / "rounds.csv"
+    if not path.is_file():
+        return None
+    rounds = pd.read_csv(path)
+    if not {"round", "bytes_sent", "bytes_received"} <= set(rounds.columns):
+        return None
+    total = rounds["bytes_sent"] + rounds["bytes_received"]
+    return pd.Series(total.to_numpy(dtype=float), index=rounds["round"].to_numpy())
+
+
 def _per_round(
     cell: Cell, suite: Suite, history: pd.DataFrame, metric: str, round_end_s: Sequence[float]
 ) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -333,7 +355,12 @@ def run_cell(
                 result = simulate(cfg, output_dir=cells_dir, quiet=True)
             history, summary, run_dir = result.history, result.summary, result.run_dir
             num_regions = int(summary.get("num_regions") or len(summary.get("regions", [])))
-            bytes_round = _bytes_per_round(cfg, run_dir, num_regions)
+            measured = _measured_bytes(run_dir)
+            if measured is not None and (measured.index > 0).any():
+                bytes_round = float(measured[measured.index > 0].mean())
+            else:
+                measured = None
+                bytes_round = _bytes_per_round(cfg, run_dir, num_regions)
         else:
             from fedglobal.benchmark import baselines
 
@@ -356,10 +383,16 @@ def run_cell(
                 baseline = baselines.run_centralised(cfg, run_dir, clients_per_round=per_round)
                 bytes_round = math.nan
             history, summary = baseline.history, baseline.summary
+            measured = None
         rows, final_regions = _per_round(
             cell, suite, history, metric, summary.get("round_end_s", [])
         )
-        rows["bytes_per_round"] = bytes_round
+        if measured is not None:
+            rows["bytes_per_round"] = measured.reindex(rows["round"].to_numpy()).to_numpy()
+            rows["bytes_source"] = "measured"
+        else:
+            rows["bytes_per_round"] = bytes_round
+            rows["bytes_source"] = "computed" if kind == "federated" else "none"
         notes = []
         for key in ("failed_replies", "rejected_updates"):
             if summary.get(key):

@@ -53,8 +53,8 @@ def test_results_have_one_complete_row_per_run_and_round(tiny_run):
     assert sorted(ok["round"].unique()) == [0, 1, 2]
     for column in ("value", "test_loss", "region_worst", "region_mean", "test_accuracy"):
         assert ok[column].notna().all(), column
-    trained = ok[ok["round"] > 0]
-    assert trained.train_loss.notna().all() and (trained.bytes_per_round > 0).all()
+    assert (ok.bytes_per_round > 0).all()  # round 0 evaluates: its messages count too
+    assert ok[ok["round"] > 0].train_loss.notna().all()
     assert (ok.region_worst <= ok.region_mean + 1e-12).all()
     assert (ok.value == ok.test_accuracy).all()
 
@@ -107,9 +107,11 @@ def test_summary_table_is_complete(tiny_run):
     assert "| FedAvg |" in md and "±" in md
 
 
-def test_bytes_per_round_is_model_size_times_messages(tiny_run):
+def test_bytes_per_round_measured_and_model_size_times_messages(tiny_run):
+    """The wire count (rounds.csv) and the computed figure (model size x messages) agree."""
     import numpy as np
 
+    from fedglobal.benchmark.runner import _bytes_per_round
     from fedglobal.weights import to_record
 
     cell = next(c for c in tiny_run.cells if c.ok and c.cell.strategy.label == "FedAvg")
@@ -117,7 +119,20 @@ def test_bytes_per_round_is_model_size_times_messages(tiny_run):
         weights = {k: ckpt[k] for k in ckpt.files if not k.startswith("__")}
     model_bytes = to_record(weights).count_bytes()
     # 4 regions, fraction_train 1.0: 4 train messages, 4 replies, 4 evaluate messages
-    assert cell.bytes_per_round == model_bytes * (4 + 4 + 4)
+    computed = _bytes_per_round(_cfg(cell), cell.run_dir, 4)
+    assert computed == model_bytes * (4 + 4 + 4)
+    rounds = pd.read_csv(cell.run_dir / "rounds.csv").set_index("round")
+    arrays = rounds.array_bytes_sent + rounds.array_bytes_received
+    assert (arrays.loc[1:] == computed).all()
+    total = (rounds.bytes_sent + rounds.bytes_received).loc[1:]
+    assert cell.bytes_per_round == pytest.approx(total.mean())
+    assert (cell.rows.bytes_source == "measured").all()
+
+
+def _cfg(cell):
+    from fedglobal import load_config
+
+    return load_config(cell.run_dir / "config.toml")
 
 
 def test_seeds_and_only_filters(tmp_path, tiny_suite, write_suite):
