@@ -16,7 +16,7 @@ from flwr.clientapp import ClientApp
 
 from clients import compress
 from clients.mods import optional_clipping_mod
-from clients.regional import FitResult, RegionalClient
+from clients.regional import EvaluateResult, FitResult, RegionalClient
 from fedglobal import data, metrics
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
@@ -179,9 +179,13 @@ def train(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Test-split metrics of the global model (with local layers, if any)."""
-    config = message.content["config"]
     client = _client_for(message, context)
-    result = client.evaluate(_weights_for(message, context))
+    return evaluate_reply(message, client, client.evaluate(_weights_for(message, context)))
+
+
+def evaluate_reply(message: Message, client: RegionalClient, result: EvaluateResult) -> Message:
+    """The reply to an evaluate message: the count and the sufficient statistics."""
+    config = message.content["config"]
     values = {"num-examples": result.num_examples, **metrics.to_record_values(result.stats)}
     content = RecordDict({"metrics": MetricRecord(values), "meta": _meta(client.region, config)})
     return Message(content, reply_to=message)

@@ -49,14 +49,23 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from flwr.app import Context, Message
+from flwr.app import Context, Message, MessageType
+from flwr.client.mod.utils import make_ffn
 
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CohortJob", "CohortTrainer", "Unsupported", "train_cohort", "trainer_for"]
+__all__ = [
+    "CohortJob",
+    "CohortTrainer",
+    "Unsupported",
+    "evaluate_cohort",
+    "run_cohort",
+    "train_cohort",
+    "trainer_for",
+]
 
 #: Rows per region are padded to a power of two at least this large, so that a
 #: run compiles a handful of shapes, not one per round.
@@ -302,6 +311,7 @@ class CohortTrainer:
         opt = self.opt
         inner, loss_fn, proximal = self.inner, self.loss, self.proximal
 
+        @tf.autograph.experimental.do_not_convert
         def one_client(args: tuple) -> tuple:
             tv, ntv, slots, anchor, mu, xb, yb, rows, step = args
             with tf.GradientTape() as tape:
@@ -368,7 +378,7 @@ class CohortTrainer:
             return tv, ntv, loss_sum / tf.maximum(loss_rows, 1.0)
 
         signature = self._signature(x_shape, y_shape, y_dtype)
-        return tf.function(run, input_signature=signature, jit_compile=True)
+        return tf.function(run, input_signature=signature, jit_compile=True, autograph=False)
 
     # ---- host side ----
     def fit(self, jobs: Sequence[CohortJob]) -> list[FitResult]:
@@ -526,8 +536,6 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
     Returns one entry per message: its reply, or ``None`` where the message must
     go through the per-message handler (the cohort path does not apply; logged).
     """
-    from flwr.client.mod.utils import make_ffn
-
     from clients import app as client_app
     from clients import attacks
 
@@ -571,4 +579,80 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
             reply = client_app.train_reply(message, context, job.client, result)
             # The app's mods wrap the handler: run them around the cohort's reply.
             out[i] = make_ffn(_returning(reply), client_app.MODS)(message, context)
+    return out
+
+
+def _same_weights(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    if a is b:
+        return True
+    if a.keys() != b.keys():
+        return False
+    return all(x is y or np.array_equal(x, y) for x, y in ((a[k], b[k]) for k in a))
+
+
+def evaluate_cohort(
+    messages: Sequence[Message], contexts: Sequence[Context]
+) -> list[Message | None]:
+    """Reply to many evaluate messages at once, as :func:`clients.app.evaluate` would.
+
+    Regions of the same compiled model that evaluate the same weights (the
+    round's global model; not regions with local layers of their own) share one
+    ``set_weights`` and one prediction over all their test rows, split back by
+    region. Outputs are row by row, so each region's statistics are its own.
+    Returns ``None`` for messages left to the per-message handler.
+    """
+    from clients import app as client_app
+
+    out: list[Message | None] = [None] * len(messages)
+    groups: list[tuple[Mapping[str, np.ndarray], list[tuple[int, RegionalClient]]]] = []
+    for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
+        try:
+            client = client_app._client_for(message, context)
+            weights = client_app._weights_for(message, context)
+        except Exception:  # the per-message handler reports it as it does
+            continue
+        for group_weights, members in groups:
+            if members[0][1]._compiled is client._compiled and _same_weights(
+                group_weights, weights
+            ):
+                members.append((i, client))
+                break
+        else:
+            groups.append((weights, [(i, client)]))
+    for weights, members in groups:
+        if len(members) < 2:
+            continue
+        first = members[0][1]
+        try:
+            first.set_weights(weights)
+            tests = [client.arrays.x_test for _, client in members]
+            outputs = first.predict(np.concatenate(tests))
+        except Exception:
+            continue
+        start = 0
+        for (i, client), x in zip(members, tests, strict=True):
+            result = client.score(outputs[start : start + len(x)])
+            start += len(x)
+            reply = client_app.evaluate_reply(messages[i], client, result)
+            out[i] = make_ffn(_returning(reply), client_app.MODS)(messages[i], contexts[i])
+    return out
+
+
+def run_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> list[Message | None]:
+    """The batched entry point (component ``clients.cohort:run_cohort``).
+
+    Train messages go to :func:`train_cohort`, evaluate messages to
+    :func:`evaluate_cohort`; ``None`` entries (and other message types) are
+    left to the per-message ClientApp.
+    """
+    out: list[Message | None] = [None] * len(messages)
+    for kind, handler in (
+        (MessageType.TRAIN, train_cohort),
+        (MessageType.EVALUATE, evaluate_cohort),
+    ):
+        picked = [i for i, m in enumerate(messages) if m.metadata.message_type == kind]
+        if picked:
+            replies = handler([messages[i] for i in picked], [contexts[i] for i in picked])
+            for i, reply in zip(picked, replies, strict=True):
+                out[i] = reply
     return out

@@ -205,14 +205,17 @@ class RegionalClient:
         """Metrics on the region's test split (loss plus task metrics)."""
         if weights is not None:
             self.set_weights(weights)
-        x, y = self.arrays.x_test, self.arrays.y_test
-        out = self.predict(x)
+        return self.score(self.predict(self.arrays.x_test))
+
+    def score(self, out: np.ndarray) -> EvaluateResult:
+        """Metrics of the model outputs ``out`` for the region's test rows."""
+        y = self.arrays.y_test
         if self.schema.task == "classification":
             stats = metrics.classification_stats(y, out, self.schema.num_classes)
         else:
             stats = metrics.regression_stats(y, out)
         return EvaluateResult(
-            num_examples=len(x),
+            num_examples=len(y),
             metrics=metrics.finalize(stats, self.schema.task),
             stats=stats,
         )

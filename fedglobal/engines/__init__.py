@@ -13,8 +13,8 @@ from fedglobal.errors import EngineError
 
 SERVER_APP = "fedglobal.server_app:app"
 CLIENT_APP = "clients.app:app"
-#: The ClientApp's batched train entry point (cohort training), used in-process.
-COHORT = "clients.cohort:train_cohort"
+#: The ClientApp's batched entry point (cohort training and evaluation), used in-process.
+COHORT = "clients.cohort:run_cohort"
 
 ENGINES = ("inprocess", "ray", "deployment")
 

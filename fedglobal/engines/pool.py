@@ -57,8 +57,9 @@ class LocalNodes:
 
     Args:
         client_app: the ClientApp callable ``(message, context) -> reply``.
-        cohort: optional batched train entry ``(messages, contexts) -> replies``
-            whose ``None`` entries go through ``client_app``.
+        cohort: optional batched entry ``(messages, contexts) -> replies`` for the
+            train and evaluate messages delivered together (``clients.cohort:run_cohort``);
+            its ``None`` entries go through ``client_app``.
         run_id: the run's id, for the Contexts.
     """
 
@@ -95,14 +96,15 @@ class LocalNodes:
             self.context(m.metadata.dst_node_id, r) for m, r in zip(messages, regions, strict=True)
         ]
         replies: list[Message | None] = [None] * len(messages)
-        train = [i for i, m in enumerate(messages) if m.metadata.message_type == MessageType.TRAIN]
-        if self._cohort is not None and train:
+        kinds = (MessageType.TRAIN, MessageType.EVALUATE)
+        batched = [i for i, m in enumerate(messages) if m.metadata.message_type in kinds]
+        if self._cohort is not None and batched:
             try:
-                batch = self._cohort([messages[i] for i in train], [contexts[i] for i in train])
+                batch = self._cohort([messages[i] for i in batched], [contexts[i] for i in batched])
             except Exception as exc:  # fall back to one by one
-                log.warning("cohort training failed (%s); regions train one by one", exc)
-                batch = [None] * len(train)
-            for i, reply in zip(train, batch, strict=True):
+                log.warning("cohort delivery failed (%s); regions go one by one", exc)
+                batch = [None] * len(batched)
+            for i, reply in zip(batched, batch, strict=True):
                 replies[i] = reply
         out = []
         for i, message in enumerate(messages):
