@@ -144,5 +144,7 @@ def test_too_few_regions_for_the_strategy_is_a_config_error(tmp_path):
         "experiment": {"output_dir": str(tmp_path / "runs")},
         "data": {"source": f"csv:{tmp_path / 'one.csv'}", "region": "r", "target": "y"},
     }
-    with pytest.raises(ConfigError, match="needs min_available_clients = 2 but the data has only 1"):
+    with pytest.raises(
+        ConfigError, match="needs min_available_clients = 2 but the data has only 1"
+    ):
         fedglobal.simulate(cfg, quiet=True)

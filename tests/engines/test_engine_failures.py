@@ -1,8 +1,10 @@
 """Failures on the deployment engine: a SuperNode dies mid-run; too few regions connect.
 
 The first test drives the documented commands as a user would, each its own
-process: ``fedglobal superlink``, one ``fedglobal client`` per region and
-``fedglobal run``; then it kills one region's ``flower-supernode`` mid-run.
+process, with TLS and SuperNode authentication: ``fedglobal certs``,
+``fedglobal keys``, ``fedglobal superlink --tls-dir --auth-keys``, one
+``fedglobal client --tls-ca --auth-key`` per region and ``fedglobal run
+--tls-ca``; then it kills one region's ``flower-supernode`` mid-run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import FEDGLOBAL, REGIONS, write_experiment
+from engine_helpers import FEDGLOBAL, REGIONS, run_cli, write_experiment
 
 from fedglobal import data
 from fedglobal.config import load_config
@@ -58,14 +60,24 @@ def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny,
     raw["experiment"].update(rounds=1, round_timeout=20.0)
     toml = write_experiment(tmp_path / "exp.toml", raw)
     files = export_region_files(load_config(raw), REGIONS, tmp_path / "data")
+    certs, keys = tmp_path / "certs", tmp_path / "keys"
+    assert run_cli("certs", str(certs)).returncode == 0
+    assert run_cli("keys", str(keys), "--names", *REGIONS).returncode == 0
     port = free_port()
-    link = _start("superlink", "--host", "127.0.0.1", "--port", str(port), log=tmp_path / "l.log")
+    link = _start(
+        *("superlink", "--host", "127.0.0.1", "--port", str(port)),
+        *("--tls-dir", str(certs), "--auth-keys", str(keys)),
+        log=tmp_path / "superlink.log",
+    )
     clients: dict[str, subprocess.Popen] = {}
     run = None
     try:
         wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{port}/health"), timeout=90, what="the SuperLink"
+            lambda: "registered key(s)" in (tmp_path / "superlink.log").read_text(),
+            timeout=120,
+            what="the SuperLink to start and register the keys",
         )
+        assert http_ok(f"https://127.0.0.1:{port}/health", cafile=certs / "ca.crt")
         for region in REGIONS:
             clients[region] = _start(
                 "client",
@@ -75,6 +87,7 @@ def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny,
                 str(files[region]),
                 "--superlink",
                 f"127.0.0.1:{port}",
+                *("--tls-ca", str(certs / "ca.crt"), "--auth-key", str(keys / region)),
                 log=tmp_path / f"client-{region}.log",
             )
         wait_until(
@@ -87,6 +100,7 @@ def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny,
         run = subprocess.Popen(
             [
                 *(FEDGLOBAL, "run", str(toml), "--superlink", f"127.0.0.1:{port}"),
+                *("--tls-ca", str(certs / "ca.crt")),
                 *("--output-dir", str(tmp_path / "runs")),
             ],
             stdout=subprocess.PIPE,

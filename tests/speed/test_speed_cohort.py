@@ -35,9 +35,9 @@ def _embedding_model(config, schema):
 @register("speedtest_rnn")
 def _rnn_model(config, schema):
     inputs = keras.Input(shape=(schema.input_dim,), name="features")
-    x = keras.layers.Reshape((schema.input_dim, 1), name="seq")(inputs)
+    x = keras.layers.Reshape((3, schema.input_dim // 3), name="seq")(inputs)  # 3 time steps
     x = keras.layers.SimpleRNN(3, return_sequences=True, name="rnn")(x)
-    x = keras.layers.GRU(3, name="gru")(x)
+    x = keras.layers.GRU(2, name="gru")(x)
     return keras.Model(inputs, keras.layers.Dense(schema.num_classes, "softmax", name="output")(x))
 
 

@@ -48,7 +48,7 @@ def experiment(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pool")
     pd.concat(frames).to_csv(folder / "rows.csv", index=False)
     return {
-        "experiment": {"rounds": 2, "seed": 7, "output_dir": str(folder / "runs")},
+        "experiment": {"rounds": 1, "seed": 7, "output_dir": str(folder / "runs")},
         "data": {
             "source": f"csv:{folder / 'rows.csv'}",
             "region": "r",
