@@ -16,7 +16,7 @@ FASHION_MNIST = test -d /usr/share/datasets/fashion-mnist || \
 	  echo "note: the Fashion-MNIST benchmarks need: sudo apt-get install dataset-fashion-mnist"; \
 	fi
 
-.PHONY: run test lint format install clean chromium
+.PHONY: run test test-engines test-speed lint format install clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,20 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/fedglobal simulate $(EXPERIMENT)
 
+# The Ray/deployment engine suite (real SuperLink/SuperNode processes on loopback)
+# and the speed suite are still in progress (issues 3 and 5); run them on their own.
+IN_PROGRESS := --ignore=tests/engines --ignore=tests/speed
+
 test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(IN_PROGRESS)
+
+test-engines: $(STAMP)
+	$(BIN)/python -m pytest -q tests/engines
+
+test-speed: $(STAMP)
+	$(BIN)/python -m pytest -q tests/speed
 
 format: $(STAMP)
 	$(BIN)/ruff format .
