@@ -9,6 +9,7 @@ model weights, counts and scalar statistics only.
 
 from __future__ import annotations
 
+import collections
 import functools
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -73,25 +74,45 @@ def _region(context: Context, cfg: ExperimentConfig) -> tuple[str, str | None]:
     return str(region), (str(path) if path else None)
 
 
-#: Regions whose rows (and encoded arrays) a process keeps. Small on purpose: a
-#: process simulating thousands of regions must hold memory for the regions of a
-#: round, not for all of them. A miss re-reads the region's rows from the
-#: process's cached source table (fedglobal.data) and encodes them again.
-REGION_CACHE = 256
+#: Regions whose raw rows (pandas) a process keeps: only needed to compute the
+#: statistics and to encode, so a few suffice.
+TABLE_CACHE = 64
+#: Bytes of encoded region arrays a process keeps (least recently used first
+#: out). A fixed budget, so memory does not grow with the number of regions
+#: simulated; within it a region is encoded once, not every round (encoding is
+#: pandas work that cost more than training at 1,000 regions). A miss re-reads
+#: the region's rows from the process's cached source table and encodes them.
+CLIENT_CACHE_BYTES = 512 << 20
 
 
-@functools.lru_cache(maxsize=REGION_CACHE)
+@functools.lru_cache(maxsize=TABLE_CACHE)
 def _table(cfg: ExperimentConfig, region: str, data_path: str | None) -> data.RegionTable:
     return data.load_region(cfg, region, data_path=data_path)
 
 
-@functools.lru_cache(maxsize=REGION_CACHE)
+_clients: collections.OrderedDict[tuple, tuple[RegionalClient, int]] = collections.OrderedDict()
+_clients_bytes = 0
+
+
 def _client(
     cfg: ExperimentConfig, region: str, data_path: str | None, schema_json: str
 ) -> RegionalClient:
+    global _clients_bytes
+    key = (cfg, region, data_path, schema_json)
+    hit = _clients.get(key)
+    if hit is not None:
+        _clients.move_to_end(key)
+        return hit[0]
     schema = data.Schema.from_json(schema_json)
     arrays = data.encode(_table(cfg, region, data_path), schema)
-    return RegionalClient(arrays, cfg, schema)
+    client = RegionalClient(arrays, cfg, schema)
+    size = sum(a.nbytes for a in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
+    _clients[key] = (client, size)
+    _clients_bytes += size
+    while _clients_bytes > CLIENT_CACHE_BYTES and len(_clients) > 1:
+        _, (_, dropped) = _clients.popitem(last=False)
+        _clients_bytes -= dropped
+    return client
 
 
 def _meta(region: str, config: ConfigRecord) -> ConfigRecord:

@@ -56,7 +56,12 @@ class ExperimentSection:
     engine: Literal["inprocess", "ray", "deployment"] = _f("inprocess")
     output_dir: str = _f("runs", doc="where run folders are written")
     round_timeout: float = _f(600.0, min_exclusive=0.0, doc="seconds to wait for replies")
-    workers: int = _f(0, min=0, doc="in-process worker processes; 0 = train in this process")
+    workers: int = _f(
+        0,
+        min=0,
+        doc="in-process engine: processes that train, this one and workers - 1 others "
+        "(one per core); 0 or 1 = this process only",
+    )
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ class ServerGrid(Grid):
         received: dict[str, Message] = {}
         interval = self._poll
         while pending:
-            for reply in self._grid.pull_messages(sorted(pending)):
+            for reply in self._grid.pull_messages([i for i in sent if i in pending]):
                 key = reply.metadata.reply_to_message_id
                 if key in pending:
                     pending.discard(key)

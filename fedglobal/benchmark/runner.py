@@ -6,8 +6,9 @@ the in-process engine, or a baseline (:mod:`fedglobal.benchmark.baselines`),
 and writes ``runs/bench-<name>/`` (``bench-<name>-full`` at the ``--full`` scale):
 
 - ``results.csv``: one row per run and round (pooled test metrics, train loss,
-  worst- and mean-region headline metric, bytes per round, elapsed seconds),
-  and one row per failed run (``status = failed`` and the error);
+  worst- and mean-region headline metric, bytes per round, elapsed seconds,
+  the run's wall and CPU time and folder), and one row per failed run
+  (``status = failed`` and the error);
 - ``summary.csv`` and ``summary.md``: see :mod:`fedglobal.benchmark.summary`;
 - ``plots/``: see :mod:`fedglobal.benchmark.plots`;
 - ``suite.toml``: the suite as run; ``cells/``: every run's own folder.
@@ -89,6 +90,9 @@ RESULT_COLUMNS = [
     "bytes_per_round",
     "bytes_source",
     "elapsed_s",
+    "run_wall_s",
+    "run_cpu_s",
+    "run_dir",
 ]
 
 
@@ -541,6 +545,9 @@ def _result_frame(suite: Suite, cells: Sequence[CellResult]) -> pd.DataFrame:
             "seed": c.cell.seed,
             "status": c.status,
             "error": c.error,
+            "run_wall_s": c.wall_time_s,
+            "run_cpu_s": c.cpu_time_s,
+            "run_dir": "" if c.run_dir is None else str(c.run_dir),
         }
         if c.ok:
             frame = c.rows.copy()

@@ -11,6 +11,8 @@ per dataset):
 - ``rounds_to_target``: the first round whose value reaches the target
   (>= for accuracy-like metrics, <= for loss-like ones), averaged over the
   seeds that reached it; ``reached`` says how many did;
+- ``loss_increases``: rounds whose pooled test loss rose over the previous
+  round, mean over seeds (a measure of unstable training; 0 is monotone);
 - ``worst_region_*``/``mean_region_*``: the final value of the worst region
   and the unweighted mean over regions (each region on its own test split);
 - ``bytes_per_round``: weights on the wire per training round (see
@@ -54,6 +56,7 @@ SUMMARY_COLUMNS = [
     "best_loss_std",
     "rounds_to_target",
     "reached",
+    "loss_increases",
     "worst_region_mean",
     "worst_region_std",
     "mean_region_mean",
@@ -97,7 +100,7 @@ def summary_table(suite: Suite, cells: Sequence[Any]) -> pd.DataFrame:
         target = suite.target_for(dataset)
         lower = metric in LOWER_IS_BETTER
         finals, bests, floss, bloss, reach, worst, mean_region = [], [], [], [], [], [], []
-        walls, cpus, nbytes = [], [], []
+        walls, cpus, nbytes, ups = [], [], [], []
         for r in ok:
             rows_ = r.rows.set_index("round")
             value = rows_["value"]
@@ -107,6 +110,7 @@ def summary_table(suite: Suite, cells: Sequence[Any]) -> pd.DataFrame:
             loss = rows_["test_loss"]
             trained_loss = loss[loss.index > 0] if (loss.index > 0).any() else loss
             floss.append(float(loss.iloc[-1]))
+            ups.append(float((trained_loss.diff().dropna() > 0).sum()))
             bloss.append(float(trained_loss.min()))
             reach.append(rounds_to_target(value, target, metric))
             worst.append(float(rows_["region_worst"].iloc[-1]))
@@ -143,6 +147,7 @@ def summary_table(suite: Suite, cells: Sequence[Any]) -> pd.DataFrame:
                 "best_loss_std": bls,
                 "rounds_to_target": float(np.mean(reached)) if reached else math.nan,
                 "reached": len(reached),
+                "loss_increases": _mean_std(ups)[0],
                 "worst_region_mean": wm,
                 "worst_region_std": ws,
                 "mean_region_mean": mm,
@@ -217,6 +222,7 @@ def format_markdown(suite: Suite, table: pd.DataFrame, *, wall_time_s: float | N
         if np.isfinite(target):
             cols.append(f"rounds to {target:g}")
         cols += [
+            "loss ↑ rounds",
             f"worst region {metric}",
             f"mean region {metric}",
             "bytes/round",
@@ -250,6 +256,7 @@ def format_markdown(suite: Suite, table: pd.DataFrame, *, wall_time_s: float | N
                     else f"— (0/{row['runs_ok']})"
                 )
             cells += [
+                f"{row['loss_increases']:.1f}",
                 _pm(row["worst_region_mean"], row["worst_region_std"]),
                 _pm(row["mean_region_mean"], row["mean_region_std"]),
                 _bytes(row["bytes_per_round"]),
@@ -265,8 +272,9 @@ def format_markdown(suite: Suite, table: pd.DataFrame, *, wall_time_s: float | N
         "on the pooled test split of all regions. *Worst/mean region*: the final value of the",
         "worst region and the unweighted mean over regions, each on its own test split.",
         "*Rounds to target*: first round reaching the target, mean over the seeds that did",
-        "(how many in brackets). *bytes/round*: model weights on the wire per training round",
-        "(train instructions + replies + evaluate instructions, at Flower's serialised size);",
+        "(how many in brackets). *loss ↑ rounds*: rounds whose test loss rose (instability).",
+        "*bytes/round*: bytes on the wire per training round (all records of every message,",
+        "measured by the ServerApp; or computed as model size x weight-carrying messages);",
         "*wall s* / *cpu s*: per run, mean over seeds (CPU time counts all threads).",
         "local-only sends nothing; centralised pools raw rows instead (n/a).",
         "Local-only and centralised are baselines with the same model, data, initial weights",

@@ -184,8 +184,12 @@ def start_superlink(
     tls: TlsFiles | None = None,
     auth: bool = False,
     timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
 ) -> SuperLink:
-    """Start ``flower-superlink`` and wait until it answers (``/health``)."""
+    """Start ``flower-superlink`` and wait until it answers (``/health``).
+
+    ``env`` adds environment variables for it and everything it starts.
+    """
     if auth and tls is None:
         raise EngineError("SuperNode authentication needs TLS: pass the certificates too")
     port = port or free_port("0.0.0.0" if host in ("0.0.0.0", "::") else host)
@@ -213,8 +217,8 @@ def start_superlink(
     if auth:
         argv.append("--enable-supernode-auth")
     # its SuperExec polls for runs every second by default
-    env = {**home.env(), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
-    process = sup.start("superlink", argv, env=env)
+    extra = {**home.env(), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1", **(env or {})}
+    process = sup.start("superlink", argv, env=extra)
     link = SuperLink(
         process=process,
         port=port,

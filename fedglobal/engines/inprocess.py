@@ -33,7 +33,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedglobal.config import ExperimentConfig
 from fedglobal.engines import CLIENT_APP, COHORT, SERVER_APP, load_component
-from fedglobal.engines.pool import LocalNodes, WorkerPool
+from fedglobal.engines.pool import LocalNodes, WorkerPool, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,12 @@ def run_inprocess(
 ) -> None:
     """Run the ServerApp against an InProcessGrid with one node per region.
 
-    ``[client] cohort`` hands each round's train messages to the batched entry
-    point ``clients.cohort:train_cohort``; ``experiment.workers`` > 0 serves the
-    regions from that many worker processes (:mod:`fedglobal.engines.pool`).
+    ``[client] cohort`` hands each round's train and evaluate messages to the
+    batched entry point ``clients.cohort:run_cohort``. ``experiment.workers = N``
+    (N > 1) trains in N processes, this one and N - 1 workers started first
+    (:mod:`fedglobal.engines.pool`); region ``i`` is always served by process
+    ``i % N``. A script that sets it must guard its top level with
+    ``if __name__ == "__main__":`` (workers are started with the *spawn* method).
     """
     run_id = zlib.crc32(f"{cfg.experiment.name}:{cfg.experiment.seed}".encode()) or 1
     server_app = load_component(SERVER_APP)
@@ -150,9 +153,13 @@ def run_inprocess(
     workers = cfg.experiment.workers
     with contextlib.ExitStack() as stack:
         pool = None
-        if workers > 0:
-            pool = stack.enter_context(WorkerPool(workers, CLIENT_APP, cohort_ref, run_id=run_id))
-            client_app, cohort = None, None
+        if workers > 1:  # this process is worker 0; workers - 1 others are started first
+            pool = WorkerPool(workers, CLIENT_APP, cohort_ref, run_id=run_id, in_process=True)
+            stack.enter_context(pool)
+            set_threads(pool.threads)
+            client_app = load_component(CLIENT_APP)
+            cohort = load_component(cohort_ref) if cohort_ref else None
+            pool.serve_locally(LocalNodes(client_app, cohort, run_id=run_id))
         else:
             client_app = load_component(CLIENT_APP)
             cohort = load_component(cohort_ref) if cohort_ref else None

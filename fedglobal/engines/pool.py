@@ -34,7 +34,7 @@ from fedglobal.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalNodes", "WorkerPool", "from_bytes", "to_bytes"]
+__all__ = ["LocalNodes", "WorkerPool", "from_bytes", "set_threads", "to_bytes"]
 
 
 def to_bytes(message: Message) -> bytes:
@@ -121,11 +121,19 @@ class LocalNodes:
 # -- worker processes -----------------------------------------------------------------
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
+    """TensorFlow's intra-op threads = ``threads`` and inter-op = 1 for this process.
+
+    Only possible before TensorFlow's runtime starts; later (e.g. in a process that
+    already ran TensorFlow) it is left as it is, with a debug log line.
+    """
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as exc:
+        log.debug("TensorFlow threads already fixed in this process: %s", exc)
 
 
 def _worker_main(
@@ -136,7 +144,7 @@ def _worker_main(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from fedglobal.engines import load_component
 
-    _set_threads(threads)
+    set_threads(threads)
     nodes = LocalNodes(
         load_component(client_ref),
         load_component(cohort_ref) if cohort_ref else None,
@@ -178,14 +186,22 @@ MIRRORED_ENV = ("FEDGLOBAL_ATTACK",)
 
 
 class WorkerPool:
-    """``workers`` worker processes, each running the ClientApp for a fixed set of regions.
+    """``workers`` training processes, each running the ClientApp for a fixed set of regions.
+
+    Worker ``i`` serves the regions whose index is ``i`` modulo ``workers``. With
+    ``in_process``, worker 0 is this process (the :class:`LocalNodes` given to
+    :meth:`serve_locally`), so ``workers - 1`` processes are started: on 2 cores,
+    ``workers = 2`` trains in this process and one other, and pays one more
+    TensorFlow start-up, not two. While the others train, this process trains
+    its own share.
 
     Args:
-        workers: number of processes (>= 1); one per core is the usual choice.
+        workers: number of training processes (>= 1); one per core is the usual choice.
         client_ref: component reference of the ClientApp (``clients.app:app``).
-        cohort_ref: component reference of the batched train entry, or None.
+        cohort_ref: component reference of the batched entry, or None.
         run_id: the run's id (the workers' Contexts carry it).
         threads: TensorFlow intra-op threads per worker; default cores // workers.
+        in_process: worker 0 is this process (see :meth:`serve_locally`).
     """
 
     def __init__(
@@ -196,18 +212,21 @@ class WorkerPool:
         *,
         run_id: int,
         threads: int | None = None,
+        in_process: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {workers}")
         self.workers = workers
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self._in_process = in_process
+        self._local: LocalNodes | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._procs: list[Any] = []
         self._conns: list[Any] = []
         self._ready: list[bool] = []
         self._lock = threading.Lock()
         self._closed = False
-        for _ in range(workers):
+        for _ in range(workers - (1 if in_process else 0)):
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(
                 target=_worker_main,
@@ -222,6 +241,12 @@ class WorkerPool:
             self._conns.append(parent)
             self._ready.append(False)
         atexit.register(self.close)
+
+    def serve_locally(self, nodes: LocalNodes) -> None:
+        """This process's nodes, which serve worker 0's regions (``in_process``)."""
+        if not self._in_process:
+            raise EngineError("this pool was not created with in_process=True")
+        self._local = nodes
 
     @property
     def pids(self) -> list[int]:
@@ -261,25 +286,38 @@ class WorkerPool:
         """
         if self._closed:
             raise EngineError("the worker pool is closed")
+        offset = 1 if self._in_process else 0
+        if self._in_process and self._local is None:
+            raise EngineError("serve_locally() was not called before deliver()")
         shares: dict[int, list[int]] = {}
         for i, (worker, _, _) in enumerate(items):
             shares.setdefault(worker % self.workers, []).append(i)
         env = {key: os.environ.get(key) for key in MIRRORED_ENV}
+        out: list[Message | None] = [None] * len(items)
         with self._lock:
-            for worker, positions in shares.items():
-                self._wait_ready(worker)
-                self._conns[worker].send(
+            remote = {w: p for w, p in shares.items() if w >= offset}
+            for worker, positions in remote.items():
+                index = worker - offset
+                self._wait_ready(index)
+                self._conns[index].send(
                     {
                         "messages": [to_bytes(items[i][2]) for i in positions],
                         "regions": [items[i][1] for i in positions],
                         "env": env,
                     }
                 )
-            out: list[Message | None] = [None] * len(items)
-            for worker, positions in shares.items():
-                status, payload = self._recv(worker)
+            if self._local is not None and 0 in shares:  # meanwhile, this process's share
+                positions = shares[0]
+                replies = self._local.deliver(
+                    [items[i][2] for i in positions], [items[i][1] for i in positions]
+                )
+                for i, reply in zip(positions, replies, strict=True):
+                    out[i] = reply
+            for worker, positions in remote.items():
+                index = worker - offset
+                status, payload = self._recv(index)
                 if status != "ok":
-                    raise EngineError(f"worker process {self._procs[worker].pid}: {payload}")
+                    raise EngineError(f"worker process {self._procs[index].pid}: {payload}")
                 for i, data in zip(positions, payload, strict=True):
                     out[i] = from_bytes(data)
         return [m for m in out if m is not None]

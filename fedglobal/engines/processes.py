@@ -12,7 +12,10 @@ Every process an engine starts goes through a :class:`Supervisor`:
 - it is stopped by pid: SIGTERM to its process group and to every descendant,
   then SIGKILL after a grace period, then a sweep of every process that still
   carries the token. ``stop_all`` runs on leaving the ``with`` block, on error,
-  and at interpreter exit (``atexit``).
+  and at interpreter exit (``atexit``);
+- if this process is killed outright (SIGKILL: no ``finally``, no ``atexit``),
+  Linux sends SIGTERM to each process it started (``PR_SET_PDEATHSIG``); Flower's
+  and fedglobal's own children watch their parent's pid and follow.
 
 Ports come from the OS (:func:`free_port`), never from constants.
 Linux only: processes are read from ``/proc``.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -51,6 +55,28 @@ QUIET_ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
     "RAY_DEDUP_LOGS": "0",
 }
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig_setter() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, before any fork
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return set_pdeathsig
+
+
+#: ``preexec_fn`` for every managed process (None where prctl is unavailable).
+DIE_WITH_PARENT = _pdeathsig_setter() if sys.platform.startswith("linux") else None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -290,6 +316,7 @@ class Supervisor:
                 env=self.env(env),
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=DIE_WITH_PARENT,  # one prctl call, resolved before the fork
                 text=capture,
                 bufsize=1 if capture else -1,
             )

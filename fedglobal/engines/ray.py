@@ -13,7 +13,8 @@ One run:
    experiment's i-th region (sorted), as on the in-process engine;
 4. the run's log is streamed; the ServerApp writes the run folder;
 5. every process (SuperLink, SuperExec, ``flwr-simulation``, Ray) is stopped
-   by pid, also on error and on Ctrl-C.
+   by pid, also on error and on Ctrl-C, and the temporary folder (with Ray's
+   session folders, ``RAY_TMPDIR``) is removed.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ def run_ray(
     with tempfile.TemporaryDirectory(prefix="fedglobal-ray-") as tmp:
         home = FlowerHome(Path(tmp) / "flwr-home")
         with Supervisor(log_dir=Path(tmp) / "logs") as sup:
-            link = start_superlink(sup, home, simulation=True, timeout=cfg.engine.connect_timeout)
+            link = start_superlink(
+                sup,
+                home,
+                simulation=True,
+                timeout=cfg.engine.connect_timeout,
+                env={"RAY_TMPDIR": tmp},  # Ray's session folders go with the rest
+            )
             run_config = run_config_for(
                 cfg.to_toml(),
                 base_dir=cfg.base_dir,

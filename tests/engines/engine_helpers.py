@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedglobal.engines.processes import is_alive
+from fedglobal.engines.processes import DIE_WITH_PARENT, is_alive
 
 SESSION_ENV = "FEDGLOBAL_TEST_SESSION"
 SESSION = uuid.uuid4().hex
@@ -110,6 +110,7 @@ def run_cli(
         text=True,
         timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+        preexec_fn=DIE_WITH_PARENT,  # if pytest is killed, the command is stopped too
     )
 
 

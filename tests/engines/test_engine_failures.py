@@ -24,7 +24,13 @@ from engine_helpers import FEDGLOBAL, REGIONS, run_cli, write_experiment
 from fedglobal import data
 from fedglobal.config import load_config
 from fedglobal.engines.deployment import LoopbackDeployment, export_region_files
-from fedglobal.engines.processes import descendants, free_port, http_ok, wait_until
+from fedglobal.engines.processes import (
+    DIE_WITH_PARENT,
+    descendants,
+    free_port,
+    http_ok,
+    wait_until,
+)
 from fedglobal.run_folder import new_run_dir
 
 pytestmark = pytest.mark.slow
@@ -37,6 +43,7 @@ def _start(*args: str, log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=DIE_WITH_PARENT,  # if pytest is killed, the command is stopped too
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
 
@@ -57,7 +64,7 @@ def _interrupt(proc: subprocess.Popen, timeout: float = 60) -> int:
 
 def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny, tmp_path):
     raw = copy.deepcopy(tiny["raw"])
-    raw["experiment"].update(rounds=1, round_timeout=20.0)
+    raw["experiment"].update(rounds=1, round_timeout=15.0)
     toml = write_experiment(tmp_path / "exp.toml", raw)
     files = export_region_files(load_config(raw), REGIONS, tmp_path / "data")
     certs, keys = tmp_path / "certs", tmp_path / "keys"
@@ -107,6 +114,7 @@ def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=DIE_WITH_PARENT,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         )
         lines: list[str] = []

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 
 import pytest
@@ -72,6 +73,27 @@ def test_supervisor_sweeps_orphans_by_token(tmp_path):
     sup.stop_all(timeout=2)
     assert owned_by(sup.token) == []
     assert not any(is_alive(p) for p in orphans)
+
+
+def test_processes_die_when_their_starter_is_killed_outright(tmp_path):
+    """SIGKILL leaves no finally and no atexit: PR_SET_PDEATHSIG still stops the children."""
+    script = (
+        "import sys, time\n"
+        "from fedglobal.engines.processes import Supervisor\n"
+        f"sup = Supervisor(log_dir={str(tmp_path)!r})\n"
+        "p = sup.start('sleeper', [sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    starter = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    child = int(starter.stdout.readline())
+    assert is_alive(child)
+    starter.kill()
+    starter.wait(timeout=10)
+    starter.stdout.close()
+    wait_until(lambda: not is_alive(child), timeout=10, what="the orphan to be stopped")
 
 
 def test_supervisor_refuses_to_start_after_stop_all(tmp_path):
