@@ -30,15 +30,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/fedglobal simulate $(EXPERIMENT)
 
-# The Ray/deployment engine suite (real SuperLink/SuperNode processes on loopback)
-# and the speed suite are still in progress (issues 3 and 5); run them on their own.
-IN_PROGRESS := --ignore=tests/engines --ignore=tests/speed
-
 test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q $(IN_PROGRESS)
+	$(BIN)/python -m pytest -q
 
+# Subsets: the Ray/deployment suite (real SuperLink/SuperNode processes on
+# loopback) and the speed-path suite (cohort training, worker pool, compression).
 test-engines: $(STAMP)
 	$(BIN)/python -m pytest -q tests/engines
 
