@@ -134,6 +134,42 @@ def query(message: Message, context: Context) -> Message:
     return Message(content, reply_to=message)
 
 
+@app.query("local_layers")
+def local_layers(message: Message, context: Context) -> Message:
+    """Send this region's own copy of the layers its strategy keeps local.
+
+    The server asks at the end of a run (``[output] personal_models``,
+    :data:`fedglobal.monitor.LOCAL_LAYERS_QUERY`) with the layer names in the
+    config key ``local-layers``. The reply holds those variables as this region
+    last trained them (the state :func:`train_reply` keeps), and ``meta.region``.
+
+    Raises:
+        DataError: this region never trained in this process (it has no local
+            layers of its own), or its copy lacks a requested layer.
+    """
+    config = message.content["config"]
+    cfg = experiment_from(config)
+    region, _ = _region(context, cfg)
+    names = [str(n) for n in config.get("local-layers", [])]
+    saved = context.state.get(LOCAL_STATE_KEY)
+    if saved is None:
+        raise DataError(
+            f"region {region!r} has no local layers: it never trained with a strategy that "
+            "keeps layers local (it was not sampled, or its node restarted)"
+        )
+    own = from_record(saved)
+    missing = [n for n in names if n not in own]
+    if missing:
+        raise DataError(
+            f"region {region!r} has no local copy of {missing[:5]} "
+            f"(its model has {len(own)} variables, e.g. {sorted(own)[:5]})"
+        )
+    content = RecordDict(
+        {"arrays": to_record({n: own[n] for n in names}), "meta": _meta(region, config)}
+    )
+    return Message(content, reply_to=message)
+
+
 def _weights_for(message: Message, context: Context) -> dict:
     """Global weights, with this region's own copy of any layer it keeps local."""
     config = message.content["config"]
@@ -210,3 +246,9 @@ def evaluate_reply(message: Message, client: RegionalClient, result: EvaluateRes
     values = {"num-examples": result.num_examples, **metrics.to_record_values(result.stats)}
     content = RecordDict({"metrics": MetricRecord(values), "meta": _meta(client.region, config)})
     return Message(content, reply_to=message)
+
+
+# query.client_state / query.restore_client_state: saved and restored by checkpoints
+from clients import state as _state  # noqa: E402  (it imports this module lazily)
+
+_state.register(app)

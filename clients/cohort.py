@@ -29,10 +29,11 @@ What cannot be vectorised falls back to the sequential path, with a log line:
 a ``tf.distribute`` strategy other than the default, an optimizer or option not
 written out here (gradient accumulation, clipping, EMA, learning-rate
 schedules, AMSGrad...), a model that does not compile under XLA, an active
-attack plan (:mod:`clients.attacks`) or a message the per-message handler would
-treat differently. Operations ``tf.vectorized_map`` has no rule for (e.g.
-convolutions with per-region filters, dropout's random draws) run as a loop
-over the regions inside the same XLA program ("partly vectorised"; logged).
+attack plan (:mod:`clients.attacks`), Keras callbacks (``[client] callbacks``)
+or a message the per-message handler would treat differently. Operations
+``tf.vectorized_map`` has no rule for (e.g. convolutions with per-region
+filters, dropout's random draws) run as a loop over the regions inside the
+same XLA program ("partly vectorised"; logged).
 """
 
 from __future__ import annotations
@@ -545,12 +546,16 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
         return out
     groups: dict[tuple, list[tuple[int, CohortJob]]] = {}
     level = logging.INFO
+    with_callbacks = 0
     for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
         try:
             config = message.content["config"]
             cfg = client_app.experiment_from(config)
             if cfg.client.cohort is True:
                 level = logging.WARNING
+            if cfg.client.callbacks:
+                with_callbacks += 1
+                continue  # Keras callbacks run in Keras fit: the per-message handler
             client = client_app._client_for(message, context)
             options = client_app.fit_options(config)
             plan = client.plan(int(config["server-round"]), local_steps=options["local_steps"])
@@ -561,6 +566,8 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
             continue
         key = (id(client._compiled), plan.batch_size, options["proximal_mu"] > 0)
         groups.setdefault(key, []).append((i, job))
+    if with_callbacks:
+        _fallback("[client] callbacks run in Keras fit", logging.INFO, with_callbacks)
     auto_single = all(
         client_app.experiment_from(m.content["config"]).client.cohort == "auto" for m in messages
     )

@@ -34,8 +34,17 @@ _MAX_CACHED = 8
 #: here (logistic model, batch 10): 1.0 ms per step at 1, 0.37 ms at 16; XLA
 #: (``jit_compile``) was slower for these small steps. Same maths either way.
 #: Under a ``tf.distribute`` strategy other than the default, Keras's multi-step
-#: function fails on a partial last batch, so those run one step per call.
+#: function fails on a partial last batch, so those run one step per call. So
+#: do clients with ``[client] callbacks``: Keras calls batch hooks
+#: (``on_train_batch_end``...) once per call, and a callback should see every step.
 STEPS_PER_EXECUTION = 32
+
+
+def steps_per_execution(client: ClientConfig) -> int:
+    """Optimizer steps per call of the compiled train function (see STEPS_PER_EXECUTION)."""
+    if client.distribute != "default" or client.callbacks:
+        return 1
+    return STEPS_PER_EXECUTION
 
 
 class _Anchor:
@@ -229,6 +238,7 @@ def _key(model_cfg: ModelConfig, client: ClientConfig, schema: Schema) -> str:
             client.gradient_accumulation_steps,
         ],
         "distribute": [client.distribute, client.device],
+        "steps_per_execution": steps_per_execution(client),
         "schema": schema.to_json(),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
@@ -248,7 +258,7 @@ def compiled_model(model_cfg: ModelConfig, client: ClientConfig, schema: Schema)
         model.compile(
             optimizer=make_optimizer(client),
             loss=loss,
-            steps_per_execution=STEPS_PER_EXECUTION if client.distribute == "default" else 1,
+            steps_per_execution=steps_per_execution(client),
         )
         model.optimizer.build(model.trainable_variables)
     names = [v.path for v in model.weights]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from clients.callbacks import make_callbacks
 from clients.models import CompiledModel, compiled_model
 from fedglobal import metrics
 from fedglobal.config import ExperimentConfig
@@ -162,6 +163,11 @@ class RegionalClient:
                 ``mu/2 * ||w - weights||^2``. 0 (the default) is plain FedAvg.
             local_steps: stop after this many optimizer steps if fewer than the
                 full round (:meth:`full_steps`): a straggler's partial work.
+
+        The ``[client] callbacks`` are made afresh for this fit
+        (:func:`clients.callbacks.make_callbacks`) and passed to Keras ``fit``. A
+        callback that stops training early (``EarlyStopping``, ``TerminateOnNaN``)
+        ends this region's round; the weights at that point are its reply.
         """
         plan = self.plan(server_round, local_steps=local_steps)
         keras.utils.set_random_seed(plan.seed)
@@ -179,12 +185,16 @@ class RegionalClient:
         )
         if plan.repeats:  # a finite dataset: Keras may run several steps per call
             data = data.take(plan.steps)
+        callbacks = make_callbacks(
+            self.config.client, region=self.region, server_round=server_round
+        )
         with self._compiled.strategy.scope():
             history = self.model.fit(
                 data,
                 epochs=plan.epochs,
                 shuffle=False,
                 verbose=0,
+                callbacks=callbacks,
             )
         losses = history.history.get("loss", [float("nan")])
         return FitResult(

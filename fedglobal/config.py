@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import tomllib
 import types
 import typing
@@ -131,6 +132,13 @@ class ClientConfig:
     error_feedback: bool = _f(
         True, doc="int8/topk: add this round's compression error to the next update"
     )
+    callbacks: list[str | dict[str, Any]] = _f(
+        [],
+        check=lambda key, value: _check_callbacks(key, value),
+        doc="Keras callbacks of local training, made afresh for every fit in the client "
+        "process: 'module:attr' or 'file.py:attr' references to a callback class or "
+        "factory, or tables {factory = 'module:attr', <keyword arguments>}",
+    )
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,12 @@ class ServerConfig:
     early_stopping_mode: Literal["auto", "min", "max"] = _f(
         "auto", doc="auto: max for accuracy, precision, recall, f1, r2; min otherwise"
     )
+    checkpoint_every: int = _f(
+        5,
+        min=0,
+        doc="write the resumable checkpoint resume.npz every N rounds and after the last "
+        "(0: never); `fedglobal simulate --resume RUN_DIR` continues from it",
+    )
 
 
 @dataclass(frozen=True)
@@ -218,18 +232,19 @@ class ExperimentConfig:
                 f"an experiment must be a table of sections, got {type(raw).__name__}"
             )
         _reject_unknown(raw.keys(), _SECTIONS.keys(), where="top level (sections)")
+        base = Path(base_dir).resolve()
         sections: dict[str, Any] = {}
         for name, section_cls in _SECTIONS.items():
             value = raw.get(name, {})
             if not isinstance(value, Mapping):
                 raise ConfigError(f"[{name}] must be a table, got {value!r}")
             if section_cls is StrategyConfig:
-                sections[name] = _strategy_section(value)
+                sections[name] = _strategy_section(value, base)
             else:
                 sections[name] = _build_section(name, section_cls, value)
-        base = Path(base_dir).resolve()
         sections["data"] = _resolve_source(sections["data"], base)
         sections["server"] = _resolve_eval_source(sections["server"], base)
+        sections["client"] = _resolve_callbacks(sections["client"], base)
         cfg = cls(**sections, base_dir=str(base))
         _check_combinations(cfg)
         return cfg
@@ -403,7 +418,7 @@ def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
-def _strategy_section(raw: Mapping[str, Any]) -> StrategyConfig:
+def _strategy_section(raw: Mapping[str, Any], base: Path) -> StrategyConfig:
     params = dict(raw)
     name = params.pop("name", "fedavg")
     if not isinstance(name, str):
@@ -411,12 +426,119 @@ def _strategy_section(raw: Mapping[str, Any]) -> StrategyConfig:
     # Import here: strategies depend on neither fedglobal nor clients.
     import strategies
     from strategies.errors import StrategyError
+    from strategies.registry import is_reference
 
+    name = _resolve_reference(name, base) if is_reference(name) else name.lower()
     try:
         strategies.get(name, **params)
     except StrategyError as exc:
         raise ConfigError(f"[strategy]: {exc}") from None
-    return StrategyConfig(name=name.lower(), params=params)
+    return StrategyConfig(name=name, params=params)
+
+
+def _resolve_reference(reference: str, base: Path) -> str:
+    """A ``file.py:attr`` reference with its relative path made absolute against ``base``."""
+    where, sep, attribute = reference.rpartition(":")
+    if sep and where.endswith(".py") and not Path(where).expanduser().is_absolute():
+        return f"{base / where}:{attribute}"
+    return reference
+
+
+# -- [client] callbacks ------------------------------------------------------
+
+#: Keyword arguments fedglobal passes to a callback factory that declares them.
+CALLBACK_CONTEXT = ("region", "server_round")
+
+_CALLBACK_FORM = (
+    "expected 'module:attr' (e.g. 'keras.callbacks:TerminateOnNaN'), 'path/to/file.py:attr', "
+    "or a table {factory = 'module:attr', <keyword arguments>}"
+)
+
+
+def callback_spec(entry: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(reference, keyword arguments)`` of one ``[client] callbacks`` entry."""
+    if isinstance(entry, str):
+        return entry, {}
+    kwargs = dict(entry)
+    return str(kwargs.pop("factory")), kwargs
+
+
+def _check_callbacks(key: str, value: Any) -> list[str | dict[str, Any]]:
+    """The shape of ``[client] callbacks``; importing them is :func:`_resolve_callbacks`."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} = {value!r} must be a list; {_CALLBACK_FORM}")
+    out: list[str | dict[str, Any]] = []
+    for i, entry in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(entry, Mapping):
+            factory = entry.get("factory")
+            if not isinstance(factory, str) or ":" not in factory:
+                raise ConfigError(
+                    f"{where} = {dict(entry)!r} needs a 'factory' key holding a reference; "
+                    f"{_CALLBACK_FORM}"
+                )
+            reserved = [k for k in entry if k in CALLBACK_CONTEXT]
+            if reserved:
+                raise ConfigError(
+                    f"{where}: {reserved[0]!r} is passed by fedglobal to a factory that "
+                    "declares it; do not set it in the experiment file"
+                )
+            out.append(dict(entry))
+        elif isinstance(entry, str) and ":" in entry:
+            out.append(entry)
+        else:
+            raise ConfigError(f"{where} = {entry!r} is not a callback reference; {_CALLBACK_FORM}")
+    return out
+
+
+def _resolve_callbacks(client: ClientConfig, base: Path) -> ClientConfig:
+    """Make file references absolute and check every factory imports and takes its arguments.
+
+    Runs wherever the experiment is loaded (the server process, and each client
+    process again), so a callback that cannot load fails before round 1.
+    """
+    if not client.callbacks:
+        return client
+    from strategies.registry import load_reference
+
+    resolved: list[str | dict[str, Any]] = []
+    for i, entry in enumerate(client.callbacks):
+        reference, kwargs = callback_spec(entry)
+        reference = _resolve_reference(reference, base)
+        where = f"client.callbacks[{i}] = {reference!r}"
+        try:
+            factory = load_reference(reference)
+        except ValueError as exc:
+            raise ConfigError(f"client.callbacks[{i}]: {exc}; {_CALLBACK_FORM}") from None
+        if not callable(factory):
+            raise ConfigError(
+                f"{where} is {factory!r}, not a callback class or factory; {_CALLBACK_FORM}"
+            )
+        _check_factory_arguments(where, factory, kwargs)
+        resolved.append(reference if isinstance(entry, str) else {"factory": reference, **kwargs})
+    return dataclasses.replace(client, callbacks=resolved)
+
+
+def _check_factory_arguments(where: str, factory: Any, kwargs: Mapping[str, Any]) -> None:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: checked when called
+        return
+    context = {k: None for k in CALLBACK_CONTEXT if k in signature.parameters}
+    try:
+        signature.bind(**kwargs, **context)
+    except TypeError as exc:
+        accepted = [
+            n
+            for n, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in CALLBACK_CONTEXT
+        ]
+        unknown = [k for k in kwargs if k not in signature.parameters]
+        hint = _suggest(unknown[0], accepted) if unknown else ""
+        raise ConfigError(
+            f"{where}: its arguments {dict(kwargs)!r} do not fit: {exc}{hint} "
+            f"(accepted: {', '.join(accepted) or 'none'})"
+        ) from None
 
 
 def _type_name(tp: Any) -> str:
@@ -433,6 +555,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_value(key: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+    if "check" in meta:  # a field with its own validation
+        return meta["check"](key, value)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -488,6 +612,11 @@ def _check_range(key: str, value: float, meta: Mapping[str, Any]) -> None:
 
 
 def _check_combinations(cfg: ExperimentConfig) -> None:
+    if cfg.client.callbacks and cfg.client.cohort is True:
+        raise ConfigError(
+            "client.callbacks run inside Keras fit, which cohort training (client.cohort = "
+            "true) replaces: set cohort = false, or 'auto' (regions then train one by one)"
+        )
     data = cfg.data
     if data.partition == "column" and not data.source.startswith("synthetic:") and not data.region:
         raise ConfigError(

@@ -4,12 +4,23 @@
 ``{"name": ..., **params}`` (an experiment file's ``[strategy]`` table) or a
 Strategy instance (returned as is). The experiment file's ``name = "fedavg"`` and
 ``get("fedavg")`` in code go through the same table.
+
+A name with a colon is a *component reference* to a strategy class of your own,
+a subclass of :class:`strategies.FedAvg`: ``"mypkg.strategies:SqrtFedAvg"`` (an
+importable module) or ``"path/to/file.py:SqrtFedAvg"`` (a Python file; relative
+to the current folder here, to the experiment file's folder in an experiment
+file). See :func:`load_reference`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flwr.serverapp.strategy import Strategy
@@ -22,7 +33,14 @@ from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import FedProx
 from .layerwise import FedBN, FedPer, Layerwise
 
-__all__ = ["accepted_params", "available", "get", "register"]
+__all__ = [
+    "accepted_params",
+    "available",
+    "get",
+    "is_reference",
+    "load_reference",
+    "register",
+]
 
 S = TypeVar("S", bound=type[Strategy])
 
@@ -70,7 +88,108 @@ def accepted_params(cls: type) -> list[str]:
     return [n for n in names if n not in fixed]
 
 
+def is_reference(name: str) -> bool:
+    """Whether ``name`` is a ``"module:attr"`` or ``"file.py:attr"`` reference, not a name."""
+    return ":" in name
+
+
+def _split_reference(reference: str) -> tuple[str, str]:
+    where, _, attribute = reference.rpartition(":")  # keeps a drive letter (C:)
+    if not where or not attribute.isidentifier():
+        raise ValueError(
+            f"{reference!r} is not a component reference: expected 'module:attr' "
+            "(e.g. 'mypkg.mod:MyClass') or 'path/to/file.py:attr'"
+        )
+    return where, attribute
+
+
+def _file_module(path: Path) -> Any:
+    """Import the Python file ``path`` once per process, under a name derived from it."""
+    path = path.resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    name = f"_fedglobal_user_{path.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    if not path.is_file():
+        raise ValueError(f"no such Python file: {str(path)!r}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {str(path)!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it, as import does (dataclasses need it)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_reference(reference: str) -> Any:
+    """The object a component reference names, importing its module.
+
+    Two forms:
+
+    - ``"package.module:attr"``: ``attr`` of an importable module (installed, or
+      on ``sys.path``), e.g. ``"keras.callbacks:TerminateOnNaN"``;
+    - ``"path/to/file.py:attr"``: ``attr`` of a Python file, relative to the
+      current folder unless absolute. Each file is imported once per process.
+
+    Raises:
+        ValueError: the text is not a reference, or the module cannot be
+            imported (the import's own error is included), or it has no ``attr``.
+    """
+    where, attribute = _split_reference(reference)
+    try:
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            module = _file_module(Path(where).expanduser())
+        else:
+            module = importlib.import_module(where)
+    except ValueError as exc:
+        raise ValueError(f"cannot load {reference!r}: {exc}") from exc
+    except Exception as exc:  # the user's module failed to import: say which and why
+        raise ValueError(
+            f"cannot load {reference!r}: importing {where!r} failed with "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        public = sorted(n for n in vars(module) if not n.startswith("_"))
+        hint = nearest(attribute, public)
+        suggestion = f"; did you mean {hint!r}?" if hint else ""
+        raise ValueError(
+            f"cannot load {reference!r}: {where!r} has no {attribute!r}{suggestion}"
+        ) from None
+
+
+def _from_reference(reference: str) -> type[Strategy]:
+    """The strategy class a component reference names (a subclass of FedAvg)."""
+    try:
+        cls = load_reference(reference)
+    except ValueError as exc:
+        raise StrategyError(
+            f"strategy name: {exc}; a strategy reference is 'module:Class' or "
+            "'path/to/file.py:Class' naming a subclass of strategies.FedAvg"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, FedAvg)):
+        raise StrategyError(
+            f"strategy {reference!r} is {cls!r}, not a subclass of strategies.FedAvg: "
+            "fedglobal's server gives every strategy its seed, timeout and metric "
+            "aggregators and relies on FedAvg's reply checks, so subclass strategies.FedAvg "
+            "(or another fedglobal strategy)"
+        )
+    return cls
+
+
+def _shown(name: str) -> str:
+    """A name as errors show it: registry names lower-case, references as written."""
+    return name if is_reference(name) else name.lower()
+
+
 def _lookup(name: str) -> type[Strategy]:
+    if is_reference(name):
+        return _from_reference(name)
     try:
         return _REGISTRY[name.lower()]
     except KeyError:
@@ -117,14 +236,14 @@ def get(identifier: str | Mapping[str, Any] | Strategy, **params: Any) -> Strate
         hint = nearest(unknown[0], accepted)
         suggestion = f" Did you mean {hint!r}?" if hint else ""
         raise InvalidParameterError(
-            f"strategy {name.lower()!r} does not accept parameter {unknown[0]!r}.{suggestion} "
+            f"strategy {_shown(name)!r} does not accept parameter {unknown[0]!r}.{suggestion} "
             f"Accepted parameters: {', '.join(accepted)}"
         )
     try:
         return cls(**params)
     except TypeError as exc:
         raise InvalidParameterError(
-            f"strategy {name.lower()!r}: {exc}. Accepted parameters: {', '.join(accepted)}"
+            f"strategy {_shown(name)!r}: {exc}. Accepted parameters: {', '.join(accepted)}"
         ) from exc
 
 

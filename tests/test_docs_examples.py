@@ -7,6 +7,11 @@ virtualenv are linked in as ``experiments`` and ``.venv``, so the commands
 read as in the docs). Python blocks share one namespace, as in a notebook;
 bash blocks run with ``bash -euo pipefail``. Leave long-running commands
 (servers, 20-round runs) unmarked.
+
+A marked ``toml`` block is a fragment of an experiment file: its sections are
+merged into a minimal experiment and validated by :func:`fedglobal.load_config`
+(relative paths resolve against ``experiments/``), so every key and value it
+shows is one the experiment file accepts.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -24,7 +30,12 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARK = "<!-- test -->"
 FENCE = re.compile(r"^```(\w+)\s*$")
 #: Documents in which every python example must be marked (run).
-FULLY_TESTED = ("docs/data.md", "docs/results.md")
+FULLY_TESTED = ("docs/data.md", "docs/results.md", "docs/strategies.md", "docs/training.md")
+#: Documents in which every toml example must be marked (validated).
+TOML_TESTED = ("docs/results.md", "docs/strategies.md", "docs/training.md")
+#: What a toml fragment is merged into: a valid experiment without files.
+BASE_EXPERIMENT = {"data": {"source": "synthetic:fedprox", "task": "classification"}}
+RUNNABLE = ("python", "bash")
 
 
 def examples(path: Path) -> list[tuple[int, str, str, bool]]:
@@ -47,8 +58,8 @@ def examples(path: Path) -> list[tuple[int, str, str, bool]]:
     return out
 
 
-def _marked(path: Path) -> list[tuple[int, str, str, bool]]:
-    return [e for e in examples(path) if e[3]]
+def _marked(path: Path, languages: tuple[str, ...] = RUNNABLE) -> list[tuple[int, str, str, bool]]:
+    return [e for e in examples(path) if e[3] and e[1] in languages]
 
 
 DOCS_WITH_EXAMPLES = [p for p in DOCS if p.is_file() and _marked(p)]
@@ -62,8 +73,8 @@ def test_markers_precede_runnable_blocks():
         for n, line in enumerate(lines):
             if line == MARK:
                 following = next((x for x in lines[n + 1 :] if x), "")
-                assert following in ("```python", "```bash"), (
-                    f"{path.name}:{n + 1}: {MARK} must be followed by a python or bash block"
+                assert following in ("```python", "```bash", "```toml"), (
+                    f"{path.name}:{n + 1}: {MARK} must be followed by a python, bash or toml block"
                 )
 
 
@@ -72,7 +83,40 @@ def test_every_python_example_of_these_docs_is_run(name: str):
     path = ROOT / name
     unmarked = [line for line, lang, _, marked in examples(path) if lang == "python" and not marked]
     assert not unmarked, f"{name}: python examples not marked {MARK} at lines {unmarked}"
-    assert len(_marked(path)) >= 4
+    assert len(_marked(path, (*RUNNABLE, "toml"))) >= 4
+
+
+@pytest.mark.parametrize("name", TOML_TESTED)
+def test_every_toml_example_of_these_docs_is_validated(name: str):
+    path = ROOT / name
+    unmarked = [line for line, lang, _, marked in examples(path) if lang == "toml" and not marked]
+    assert not unmarked, f"{name}: toml examples not marked {MARK} at lines {unmarked}"
+
+
+TOML_EXAMPLES = [
+    (path, line, code)
+    for path in DOCS
+    if path.is_file()
+    for line, _, code, _ in _marked(path, ("toml",))
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "line", "code"),
+    TOML_EXAMPLES,
+    ids=[f"{p.name}:{line}" for p, line, _ in TOML_EXAMPLES],
+)
+def test_toml_examples_are_valid_experiments(path: Path, line: int, code: str):
+    from fedglobal.config import ExperimentConfig
+
+    raw = {section: dict(values) for section, values in BASE_EXPERIMENT.items()}
+    for section, values in tomllib.loads(code).items():
+        raw.setdefault(section, {}).update(values)
+    where = f"{path.relative_to(ROOT)}:{line}"
+    try:
+        ExperimentConfig.from_dict(raw, base_dir=ROOT / "experiments")
+    except Exception as exc:
+        pytest.fail(f"{where}: not a valid experiment fragment: {exc}")
 
 
 @pytest.mark.slow

@@ -4,13 +4,8 @@
 
 - ``fedavg``: server-side evaluation on a held-out CSV, TensorBoard, plots;
 - ``fedper``: the output layer stays local and every region's copy is
-  collected at the end (``[output] personal_models``).
-
-Collecting local layers needs a ClientApp handler for ``query.local_layers``.
-Until ``clients/app.py`` has one, ``local_layers_handler`` registers this
-reference implementation on the real ClientApp for the session (and removes
-it afterwards): it replies with the region's own trained copy of the named
-layers, the same state the ClientApp already keeps for local layers.
+  collected at the end (``[output] personal_models``), by the ClientApp's
+  ``query.local_layers`` handler (``clients.app.local_layers``).
 """
 
 from __future__ import annotations
@@ -57,44 +52,6 @@ def data_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def local_layers_handler():
-    """Register the reference ``query.local_layers`` handler on clients.app:app."""
-    from flwr.app import ConfigRecord, Message, RecordDict
-
-    import clients.app as client_app
-    from fedglobal.weights import from_record, to_record
-
-    key = "query.local_layers"
-    registered = client_app.app._registered_funcs
-    if key in registered:  # the ClientApp has its own: use it
-        yield
-        return
-
-    def local_layers(message: Message, context) -> Message:
-        config = message.content["config"]
-        cfg = client_app.experiment_from(config)
-        region, _ = client_app._region(context, cfg)
-        saved = context.state.get(client_app.LOCAL_STATE_KEY)
-        if saved is None:
-            raise RuntimeError(f"region {region} never trained: it has no local layers")
-        own = from_record(saved)
-        names = list(config["local-layers"])
-        content = RecordDict(
-            {
-                "arrays": to_record({n: own[n] for n in names}),
-                "meta": ConfigRecord({"region": region}),
-            }
-        )
-        return Message(content, reply_to=message)
-
-    client_app.app.query("local_layers")(local_layers)
-    try:
-        yield
-    finally:
-        registered.pop(key, None)
-
-
 @dataclass
 class TinyRuns:
     folder: Path
@@ -103,7 +60,7 @@ class TinyRuns:
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(data_folder: Path, local_layers_handler) -> TinyRuns:
+def tiny_runs(data_folder: Path) -> TinyRuns:
     import fedglobal
 
     fedavg = fedglobal.simulate(

@@ -9,6 +9,7 @@ from fedglobal import data
 from fedglobal.cli import main as cli_main
 from fedglobal.errors import RunError
 from fedglobal.export import FORMATS, export_model, load_export, load_model, personal_regions
+from fedglobal.monitor import LOCAL_LAYERS_QUERY
 
 pytestmark = pytest.mark.slow
 
@@ -82,12 +83,13 @@ def test_cli_export(run_copy, capsys):
     assert "no personalised layers for region 'atlantis'" in capsys.readouterr().err
 
 
-def test_a_client_without_the_handler_does_not_break_the_run(make_experiment, local_layers_handler):
+def test_a_client_without_the_handler_does_not_break_the_run(make_experiment):
+    """A client of an older version (no ``query.local_layers`` handler): the run completes."""
     import clients.app as client_app
     import fedglobal
 
     registered = client_app.app._registered_funcs
-    saved = registered.pop("query.local_layers", None)
+    saved = registered.pop(LOCAL_LAYERS_QUERY)  # the real handler, put back below
     try:
         result = fedglobal.simulate(
             make_experiment(
@@ -99,10 +101,35 @@ def test_a_client_without_the_handler_does_not_break_the_run(make_experiment, lo
             quiet=True,
         )
     finally:
-        if saved is not None:
-            registered["query.local_layers"] = saved
+        registered[LOCAL_LAYERS_QUERY] = saved
     info = result.summary["personal_models"]
     assert info["regions"] == [] and len(info["failed"]) == 3
     assert "local_layers" in info["failed"][0]
     with pytest.raises(RunError, match="no region sent its local layers"):
         export_model(result.run_dir, "keras", region="north")
+
+
+def test_a_region_that_never_trained_sends_a_clear_error(make_experiment):
+    """One region trains in the single round: the two others reply why they have no layers."""
+    import fedglobal
+
+    result = fedglobal.simulate(
+        make_experiment(
+            "one-trained",
+            experiment={"rounds": 1},
+            strategy={
+                "name": "fedper",
+                "head": "output/*",
+                "fraction_train": 0.34,
+                "min_train_clients": 1,
+            },
+            output={"personal_models": True, "plots": False, "tensorboard": False},
+        ),
+        quiet=True,
+    )
+    info = result.summary["personal_models"]
+    assert len(info["regions"]) == 1 and len(info["failed"]) == 2
+    for reason in info["failed"]:
+        assert "has no local layers: it never trained" in reason
+    trained = info["regions"][0]
+    assert sorted(personal_regions(result.run_dir)) == [trained]

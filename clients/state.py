@@ -1,0 +1,57 @@
+"""ClientApp handlers that save and restore a node's state (checkpoint and resume).
+
+A regional client keeps state between rounds in its Flower ``context.state``:
+its own trained copy of local and interval-skipped layers (layerwise
+strategies) and its compression error-feedback residual. A resumed run must
+start with the same state for its rounds to equal the uninterrupted run's, so
+the server's checkpoint (:mod:`fedglobal.checkpoint`) asks each region for it:
+
+- ``query.client_state``: reply with every record of ``context.state`` (keys
+  prefixed ``state/``) and the ``meta`` record naming the region;
+- ``query.restore_client_state``: replace ``context.state`` by the records of
+  the message (same prefix) and reply with ``meta``.
+
+The state is model weights the region already sends every round; no data rows.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from fedglobal.resume import RESTORE_QUERY, STATE_PREFIX, STATE_QUERY
+
+__all__ = ["RESTORE_QUERY", "STATE_PREFIX", "STATE_QUERY", "register"]
+
+
+def _meta(message: Message, context: Context) -> ConfigRecord:
+    from clients.app import _meta as meta_of
+    from clients.app import _region, experiment_from
+
+    config = message.content["config"]
+    region, _ = _region(context, experiment_from(config))
+    return meta_of(region, config)
+
+
+def client_state(message: Message, context: Context) -> Message:
+    """Reply with this node's ``context.state`` records and its region."""
+    content = RecordDict({"meta": _meta(message, context)})
+    for key, record in context.state.items():
+        content[f"{STATE_PREFIX}{key}"] = record
+    return Message(content, reply_to=message)
+
+
+def restore_client_state(message: Message, context: Context) -> Message:
+    """Replace this node's ``context.state`` by the message's state records."""
+    meta = _meta(message, context)
+    for key in list(context.state.keys()):
+        del context.state[key]
+    for key, record in message.content.items():
+        if key.startswith(STATE_PREFIX):
+            context.state[key[len(STATE_PREFIX) :]] = record
+    return Message(RecordDict({"meta": meta}), reply_to=message)
+
+
+def register(app: object) -> None:
+    """Register both handlers on a ``flwr.clientapp.ClientApp``."""
+    app.query(STATE_QUERY.split(".", 1)[1])(client_state)  # type: ignore[attr-defined]
+    app.query(RESTORE_QUERY.split(".", 1)[1])(restore_client_state)  # type: ignore[attr-defined]
