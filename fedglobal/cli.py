@@ -1,6 +1,7 @@
 """The ``fedglobal`` command line.
 
 fedglobal simulate experiments/quickstart.toml --set experiment.rounds=5
+fedglobal simulate experiments/quickstart.toml --resume runs/quickstart-20250101-120000
 fedglobal config experiments/quickstart.toml --set strategy.name=layerwise
 fedglobal regions experiments/quickstart.toml
 """
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--engine", choices=["inprocess", "ray", "deployment"], default=None)
     sim.add_argument("--output-dir", default=None, help="where the run folder goes")
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
+    sim.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint (resume.npz; inprocess)",
+    )
     experiment_command("config", "print the resolved, validated experiment")
     experiment_command("regions", "list the regional clients of an experiment")
     cli_bench.add_parser(sub)
@@ -75,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine=args.engine,
             output_dir=args.output_dir,
             quiet=args.quiet,
+            resume=args.resume,
         )
         _print_summary(result)
         return 0

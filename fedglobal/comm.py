@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
@@ -38,10 +38,23 @@ class CommCounts:
         return CommCounts(**{k: v - getattr(other, k) for k, v in vars(self).items()})
 
 
+def _config_bytes(record: ConfigRecord) -> int:
+    """``record.count_bytes()``, also for empty lists (Flower 1.41 raises IndexError on them).
+
+    An empty list counts as its key only (e.g. ``local-layers = []`` on a round
+    where a layerwise strategy keeps no layer local).
+    """
+    empty = [k for k, v in record.items() if isinstance(v, list) and not v]
+    if not empty:
+        return record.count_bytes()
+    rest = ConfigRecord({k: v for k, v in record.items() if k not in empty})
+    return rest.count_bytes() + sum(len(k) for k in empty)
+
+
 def _content_bytes(content: RecordDict) -> tuple[int, int]:
     arrays = sum(r.count_bytes() for r in content.array_records.values())
     other = sum(r.count_bytes() for r in content.metric_records.values())
-    other += sum(r.count_bytes() for r in content.config_records.values())
+    other += sum(_config_bytes(r) for r in content.config_records.values())
     return arrays + other, arrays
 
 

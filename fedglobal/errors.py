@@ -29,3 +29,7 @@ class EngineError(FedGlobalError, RuntimeError):
 
 class RunError(FedGlobalError, RuntimeError):
     """A run failed: too few clients replied, or its results cannot be read."""
+
+
+class CheckpointError(RunError):
+    """A checkpoint is missing, torn, corrupt, or does not fit the experiment resumed."""

@@ -157,6 +157,16 @@ class EarlyStopping(ServerHook):
                 hook="EarlyStopping",
             )
 
+    def state_dict(self) -> dict[str, Any]:
+        """What it carries between rounds (saved in checkpoints)."""
+        return {"best": self.best, "best_round": self.best_round, "waited": self.waited}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (on resume)."""
+        best = state["best"]
+        self.best = None if best is None else float(best)
+        self.best_round, self.waited = int(state["best_round"]), int(state["waited"])
+
     def _improved(self, value: float) -> bool:
         assert self.best is not None
         if math.isnan(value):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.history import HistoryRecorder
 from fedglobal.hooks import EarlyStopping, ServerHook, StopRun
 from fedglobal.progress import RoundProgress
+from fedglobal.rounds import run_rounds
 from fedglobal.run_folder import PERSONAL_DIR, update_summary, write_table
 from fedglobal.weights import from_record
 
@@ -108,12 +109,24 @@ class RunMonitor:
         """Whether any hook evaluates on the server."""
         return any(_evaluates(h) for h in self.hooks)
 
-    def start(self, strategy: Any, *, model: Any, schema: Any, grid: Grid, **kwargs: Any) -> Any:
-        """``strategy.start(...)`` with this monitor as ``evaluate_fn``.
+    def start(
+        self,
+        strategy: Any,
+        *,
+        model: Any,
+        schema: Any,
+        grid: Grid,
+        first_round: int = 1,
+        after_round: Callable[[int, ArrayRecord], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The strategy's rounds (:func:`fedglobal.rounds.run_rounds`) with this monitor
+        as ``evaluate_fn``, from ``first_round`` (after a checkpoint: its round + 1).
 
-        Returns the final global ArrayRecord (that of the last completed round
-        if a hook stopped the run). Closes the progress bar and the TensorBoard
-        writer on every path.
+        ``after_round(round, arrays)`` runs once each round is complete (the
+        checkpoint). Returns the final global ArrayRecord (that of the last
+        completed round if a hook stopped the run). Closes the progress bar and
+        the TensorBoard writer on every path.
         """
         if self.cfg.server.eval_source:
             from fedglobal.server_eval import HeldOutEvaluation
@@ -126,8 +139,15 @@ class RunMonitor:
             self._tb = TensorBoardWriter(self.run_dir)
         self.last_arrays = kwargs.get("initial_arrays")
         try:
-            result = strategy.start(grid=grid, evaluate_fn=self.evaluate_fn, **kwargs)
-            if result.arrays is None:
+            result = run_rounds(
+                strategy,
+                grid=grid,
+                evaluate_fn=self.evaluate_fn,
+                first_round=first_round,
+                after_round=after_round,
+                **kwargs,
+            )
+            if not result.aggregated and first_round <= 1:
                 log.warning("no round aggregated any update: the final model is the initial one")
         except StopRun as stop:
             self.stopped = {
@@ -144,6 +164,44 @@ class RunMonitor:
         if self.cfg.output.personal_models:
             self._collect_personal(strategy, grid, kwargs.get("train_config"), kwargs)
         return self.last_arrays
+
+    # -- checkpoint and resume --------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What the monitor carries between rounds, as JSON values (for checkpoints).
+
+        Its tables so far (rounds.csv, layer_norms.csv rows), the byte counters
+        and the state of every hook that has a ``state_dict()`` (early stopping).
+        """
+        counts = self.counting.counts if self.counting else CommCounts()
+        return {
+            "norm_rows": [list(row) for row in self.norm_rows],
+            "round_rows": [dict(row) for row in self.round_rows],
+            "counts": dict(vars(counts)),
+            "hooks": {
+                type(h).__name__: h.state_dict() for h in self.hooks if hasattr(h, "state_dict")
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> None:
+        """Continue from a :meth:`state_dict`, with ``weights`` the checkpoint's global weights.
+
+        Call it after the start-up messages (statistics query) have been sent:
+        the byte counters are set to the checkpoint's, so rounds.csv counts
+        only the rounds' messages, as in an uninterrupted run.
+        """
+        self.norm_rows = [tuple(row) for row in state.get("norm_rows", [])]  # type: ignore[misc]
+        self.round_rows = [dict(row) for row in state.get("round_rows", [])]
+        counts = CommCounts(**{k: int(v) for k, v in state.get("counts", {}).items()})
+        if self.counting is not None:
+            self.counting.counts = counts
+        self._counts_before = counts.copy()
+        self._time_before = time.time()
+        self._previous = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+        saved = state.get("hooks", {})
+        for hook in self.hooks:
+            name = type(hook).__name__
+            if name in saved and hasattr(hook, "load_state_dict"):
+                hook.load_state_dict(saved[name])
 
     # -- each round -----------------------------------------------------------
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

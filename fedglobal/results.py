@@ -51,6 +51,8 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "clipped_updates": (int,),
     "engine": (str,),
     "round_end_s": (list,),
+    "resumed_from": (dict, type(None)),
+    "checkpoints": (list,),
     "stopped": (dict, type(None)),
     "comm": (dict,),
     "hooks": (list,),

@@ -5,11 +5,18 @@ Written once for every engine. One run:
 1. asks every region for aggregate statistics (sums, counts, label sets) and
    merges them into the federated schema (normalisation, classes, encoding);
 2. builds the model for that schema -> initial *named* weights;
-3. evaluates the initial model (round 0), then runs ``strategy.start``
+3. evaluates the initial model (round 0), then runs the strategy's rounds
+   (:func:`fedglobal.rounds.run_rounds`, Flower's ``Strategy.start`` loop)
    through :class:`~fedglobal.monitor.RunMonitor` (server-side evaluation,
-   weight and update norms, bytes per round, TensorBoard, hooks, early stopping);
+   weight and update norms, bytes per round, TensorBoard, hooks, early stopping),
+   writing the resumable checkpoint ``resume.npz`` every ``[server]
+   checkpoint_every`` rounds (:mod:`fedglobal.resume`);
 4. writes the run folder: config.toml, history.csv, summary.json, model.keras,
-   a checkpoint, rounds.csv, layer_norms.csv and plots.
+   checkpoint.npz, rounds.csv, layer_norms.csv and plots.
+
+When resuming (run_config ``resume``, or :func:`fedglobal.checkpoint.resuming`
+in this process), steps 1-2 run as usual, then the checkpoint's weights and
+state replace the initial ones and the rounds continue after its round.
 
 Flower's run_config carries the resolved experiment (TOML text), the folder
 the experiment's relative paths are resolved against, and the run folder;
@@ -35,13 +42,14 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 import strategies
-from fedglobal import data
+from fedglobal import checkpoint, data, resume
 from fedglobal import hooks as server_hooks
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import RunError
 from fedglobal.history import HistoryRecorder
 from fedglobal.monitor import RunMonitor
 from fedglobal.progress import RoundProgress
+from fedglobal.resume import Checkpointer
 from fedglobal.run_folder import write_run_folder
 from fedglobal.server_grid import ServerGrid
 from fedglobal.weights import from_record, to_record
@@ -140,8 +148,13 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         logging.getLogger("flwr").setLevel(logging.WARNING)  # our progress lines replace them
     timeout = cfg.experiment.round_timeout
 
+    resume_from = run_config.get("resume") or checkpoint.pending()
+    ckpt = checkpoint.load(resume_from) if resume_from else None
+    if ckpt is not None:
+        checkpoint.check_compatible(ckpt, cfg.to_toml())
+
     progress = RoundProgress(cfg.experiment.rounds, cfg.data.task, quiet=quiet)
-    round_end_s: list[float] = []
+    round_end_s: list[float] = list(ckpt.extra.get("round_end_s", [])) if ckpt else []
 
     def on_round(server_round: int, split: str, pooled: dict, regions: list[str]) -> None:
         if split == "test":
@@ -154,7 +167,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         "train": int(getattr(strategy, "min_train_nodes", 0)),
         "evaluate": int(getattr(strategy, "min_evaluate_nodes", 0)),
     }
-    grid = ServerGrid(grid, minimum=lambda stage: minimum.get(stage, 0))
+    grid = server_grid = ServerGrid(grid, minimum=lambda stage: minimum.get(stage, 0))
     monitor = RunMonitor(cfg, run_dir, recorder, progress, hooks=server_hooks.current())
     grid = monitor.count(grid)  # bytes of every message, for rounds.csv and TensorBoard
     grid = DecodingGrid(grid)  # compressed updates (client.compression): decoded, after counting
@@ -172,17 +185,52 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         strategy.bind(list(weights))
 
     round_config = ConfigRecord({**dict(base_config), "schema": schema.to_json()})
-    arrays = to_record(weights)
-    initial = strategy.configure_evaluate(0, arrays, ConfigRecord(dict(round_config)), grid)
-    strategy.aggregate_evaluate(0, grid.send_and_receive(initial, timeout=timeout))
+    checkpointer = Checkpointer(
+        run_dir,
+        every=cfg.server.checkpoint_every,
+        num_rounds=cfg.experiment.rounds,
+        config_toml=cfg.to_toml(),
+        schema_json=schema.to_json(),
+        strategy=strategy,
+        recorder=recorder,
+        monitor=monitor,
+        state_grid=server_grid,  # not counted: rounds.csv as in an uninterrupted run
+        state_config=ConfigRecord(dict(base_config)),
+        timeout=timeout,
+        extra=lambda: {"round_end_s": list(round_end_s)},
+    )
+    if ckpt is None:
+        arrays = to_record(weights)
+        initial = strategy.configure_evaluate(0, arrays, ConfigRecord(dict(round_config)), grid)
+        strategy.aggregate_evaluate(0, grid.send_and_receive(initial, timeout=timeout))
+    else:
+        resume.restore(
+            ckpt,
+            strategy=strategy,
+            recorder=recorder,
+            monitor=monitor,
+            schema_json=schema.to_json(),
+            names=list(weights),
+            state_grid=server_grid,
+            region_of=server_grid.region_of,
+            state_config=ConfigRecord(dict(base_config)),
+            timeout=timeout,
+        )
+        weights = dict(ckpt.weights)
+        arrays = to_record(weights)
+        progress.display.print(
+            f"resuming from {ckpt.path} after round {ckpt.round} of {cfg.experiment.rounds}"
+        )
 
-    final_arrays = monitor.start(  # strategy.start + server eval, norms, TensorBoard, hooks
+    final_arrays = monitor.start(  # the rounds + server eval, norms, TensorBoard, hooks
         strategy,
         model=model,
         schema=schema,
         grid=grid,
         initial_arrays=arrays,
         num_rounds=cfg.experiment.rounds,
+        first_round=ckpt.round + 1 if ckpt is not None else 1,
+        after_round=checkpointer,
         timeout=timeout,
         train_config=ConfigRecord(dict(round_config)),
         evaluate_config=ConfigRecord(dict(round_config)),
@@ -205,6 +253,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             **(strategy.report() if hasattr(strategy, "report") else {}),
             "engine": str(run_config.get("engine", cfg.experiment.engine)),
             "round_end_s": round_end_s,
+            "resumed_from": None if ckpt is None else {"round": ckpt.round, "file": str(ckpt.path)},
+            "checkpoints": checkpointer.written,
             **monitor.summary(),
         },
     )

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedglobal import data
+from fedglobal import checkpoint, data
 from fedglobal.config import ExperimentConfig, load_config
 from fedglobal.errors import ConfigError, EngineError
 from fedglobal.hooks import active as active_hooks
@@ -23,6 +23,7 @@ def simulate(
     output_dir: str | Path | None = None,
     quiet: bool = False,
     hooks: Any = None,
+    resume: str | Path | None = None,
 ) -> Result:
     """Run a simulated federation and return its :class:`Result`.
 
@@ -34,6 +35,13 @@ def simulate(
         quiet: no per-round progress lines and no Flower INFO logs.
         hooks: server-side hooks (:mod:`fedglobal.hooks`): ServerHook objects or
             functions ``fn(round, metrics)``. Python objects, so ``inprocess`` only.
+        resume: a run folder (or its ``resume.npz``) to continue: the rounds after
+            its checkpoint run in that folder, and the result equals that of an
+            uninterrupted run (``inprocess`` engine). The experiment must be the
+            checkpointed one (``experiment.rounds`` may grow).
+
+    Raises:
+        CheckpointError: ``resume`` has no intact checkpoint (names the file and why).
     """
     cfg = load_config(config, overrides)
     if engine is not None:
@@ -48,11 +56,24 @@ def simulate(
             "(there the ServerApp is another process); use the [server] section's "
             "eval_source and early_stopping_* keys, which work on every engine"
         )
-    run_dir = new_run_dir(cfg, output_dir)
+    ckpt_file = None
+    if resume is not None:
+        if name != "inprocess":
+            raise ConfigError(
+                f"resume works with engine 'inprocess' only, not {name!r} "
+                '(--engine inprocess or experiment.engine = "inprocess")'
+            )
+        ckpt = checkpoint.load(resume)
+        checkpoint.check_compatible(ckpt, cfg.to_toml())
+        ckpt_file = ckpt.path
+        assert ckpt_file is not None
+        run_dir = ckpt_file.parent
+    else:
+        run_dir = new_run_dir(cfg, output_dir)
     if name == "inprocess":
         from fedglobal.engines.inprocess import run_inprocess
 
-        with active_hooks(server_hooks):
+        with active_hooks(server_hooks), checkpoint.resuming(ckpt_file):
             run_inprocess(cfg, regions, run_dir, quiet=quiet)
     elif name == "ray":
         from fedglobal.engines.ray import run_ray
