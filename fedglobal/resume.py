@@ -129,6 +129,8 @@ class Checkpointer:
         state_config: the config record sent with them (experiment, base dir).
         timeout: seconds to wait for the clients' replies.
         extra: called at each checkpoint for more JSON values to save.
+        collect_state: ask the regions for their ClientApp state (in-process
+            engine only; elsewhere the checkpoint holds none and says so).
     """
 
     def __init__(
@@ -146,8 +148,10 @@ class Checkpointer:
         state_config: ConfigRecord,
         timeout: float | None,
         extra: Callable[[], dict[str, Any]] | None = None,
+        collect_state: bool = True,
     ) -> None:
         self.run_dir = run_dir
+        self.collect_state = collect_state
         self.every = int(every)
         self.num_rounds = int(num_rounds)
         self.config_toml = config_toml
@@ -172,7 +176,10 @@ class Checkpointer:
         """After round ``server_round``: write the checkpoint if it is due."""
         if not self.due(server_round):
             return
-        states, failed = collect_client_state(self.state_grid, self.state_config, self.timeout)
+        states: dict[str, bytes] = {}
+        failed: list[str] = []
+        if self.collect_state:
+            states, failed = collect_client_state(self.state_grid, self.state_config, self.timeout)
         if failed and not self._warned:
             self._warned = True
             log.warning(
@@ -195,7 +202,7 @@ class Checkpointer:
             rng=checkpoint.rng_state(),
             client_state=states,
             extra={
-                "client_state_complete": not failed,
+                "client_state_complete": self.collect_state and not failed,
                 **(self.extra() if self.extra is not None else {}),
             },
         )

@@ -185,6 +185,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         strategy.bind(list(weights))
 
     round_config = ConfigRecord({**dict(base_config), "schema": schema.to_json()})
+    engine_name = str(run_config.get("engine", cfg.experiment.engine))
     checkpointer = Checkpointer(
         run_dir,
         every=cfg.server.checkpoint_every,
@@ -198,6 +199,11 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         state_config=ConfigRecord(dict(base_config)),
         timeout=timeout,
         extra=lambda: {"round_end_s": list(round_end_s)},
+        # Client state (local and interval-skipped layers, compression residuals)
+        # is fetched only where client and server share the machine: on Ray and
+        # deployment it would send local layers to the server and wait on dead
+        # nodes, and resume is in-process only.
+        collect_state=engine_name == "inprocess",
     )
     if ckpt is None:
         arrays = to_record(weights)
