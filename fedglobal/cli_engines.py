@@ -2,11 +2,16 @@
 
 fedglobal certs certs/ --host server.example.org       # CA + SuperLink certificate
 fedglobal keys keys/ --names europe asia africa          # one SuperNode key pair per region
-fedglobal superlink --port 9092 [--tls-dir certs/] [--auth-keys keys/]
+fedglobal superlink --port 9092 --tls-dir certs/ [--auth-keys keys/]
 fedglobal client --region europe --data /data/europe.parquet --superlink HOST:9092 \\
-    [--tls-ca certs/ca.crt] [--auth-key keys/europe]
-fedglobal run experiments/quickstart.toml --superlink HOST:9092 [--tls-ca certs/ca.crt]
+    --tls-ca certs/ca.crt [--auth-key keys/europe]
+fedglobal run experiments/quickstart.toml --superlink HOST:9092 --tls-ca certs/ca.crt
 fedglobal deploy experiments/quickstart.toml [--tls] [--auth]   # all of it on loopback
+
+Secure by default: ``superlink``, ``client`` and ``run`` refuse to start
+without certificates unless ``--insecure`` is given (plain HTTP, with a
+warning). ``deploy`` runs on 127.0.0.1 only and may stay plain HTTP there
+(docs/engines.md says why); ``--tls`` / ``--auth`` turn on the same security.
 
 Registered from :mod:`fedglobal.cli` (``add_commands`` and ``run_command``).
 """
@@ -21,6 +26,13 @@ from typing import Any
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
 COMMANDS = ("certs", "keys", "superlink", "client", "run", "deploy")
+
+LOOPBACK_PLAIN_WARNING = (
+    "fedglobal deploy: warning: plain HTTP on 127.0.0.1 (no TLS, no SuperNode authentication). "
+    "Every process listens on loopback only, on ports the OS chose, for this run only; "
+    "other users of this machine could still reach those ports. "
+    "Pass --tls (HTTPS) or --auth (HTTPS + SuperNode authentication) to secure them."
+)
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:
@@ -56,6 +68,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=9092, help="the one port of all its APIs")
     p.add_argument("--tls-dir", default=None, help="folder from `fedglobal certs` (HTTPS only)")
     p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plain HTTP without certificates (only on a network you trust)",
+    )
+    p.add_argument(
         "--auth-keys",
         default=None,
         help="folder of SuperNode public keys (*.pub) to register; only they may connect",
@@ -68,6 +85,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
     p.add_argument("--tls-ca", default=None, help="CA certificate (ca.crt) to trust: HTTPS")
     p.add_argument("--auth-key", default=None, help="this SuperNode's private key file")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="connect over plain HTTP to a SuperLink started with --insecure",
+    )
     p.add_argument(
         "--clientapp",
         choices=["persistent", "per-message"],
@@ -86,6 +108,11 @@ def add_commands(sub: Any) -> None:
     _overrides(p)
     p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
     p.add_argument("--tls-ca", default=None, help="CA certificate (ca.crt) to trust: HTTPS")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="connect over plain HTTP to a SuperLink started with --insecure",
+    )
     p.add_argument(
         "--regions",
         type=int,
@@ -138,6 +165,7 @@ def run_command(args: argparse.Namespace) -> int:
             port=args.port,
             tls_dir=args.tls_dir,
             auth_keys=args.auth_keys,
+            insecure=args.insecure,
             timeout=args.timeout,
         )
     if args.command == "client":
@@ -147,6 +175,7 @@ def run_command(args: argparse.Namespace) -> int:
             data=args.data,
             ca_cert=args.tls_ca,
             auth_key=args.auth_key,
+            insecure=args.insecure,
             clientapp=args.clientapp,
             max_wait_time=args.max_wait_time,
         )
@@ -166,6 +195,8 @@ def _deploy(args: argparse.Namespace) -> int:
     cfg = load_config(args.experiment, args.overrides).replace({"experiment.engine": "deployment"})
     regions = data.list_regions(cfg)
     _check_enough_regions(cfg, regions)
+    if not (args.tls or args.auth):
+        print(LOOPBACK_PLAIN_WARNING, file=sys.stderr)
     run_dir = new_run_dir(cfg, args.output_dir)
     run_deployment(
         cfg,
@@ -183,11 +214,13 @@ def _deploy(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from fedglobal import data
     from fedglobal.config import load_config
-    from fedglobal.engines.deployment import submit_remote
+    from fedglobal.engines.deployment import client_security, submit_remote
     from fedglobal.errors import EngineError, FedGlobalError
     from fedglobal.results import load_run
     from fedglobal.run_folder import new_run_dir
 
+    # refuse before anything is written (submit_remote prints the warnings)
+    client_security("run", ca_cert=args.tls_ca, auth_key=None, insecure=args.insecure)
     cfg = load_config(args.experiment, args.overrides).replace({"experiment.engine": "deployment"})
     expected = args.regions
     if expected is None:
@@ -201,6 +234,7 @@ def _run(args: argparse.Namespace) -> int:
         run_dir,
         superlink=args.superlink,
         ca_cert=args.tls_ca,
+        insecure=args.insecure,
         expected_nodes=expected,
         quiet=args.quiet,
     )

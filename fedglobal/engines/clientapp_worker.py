@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -188,6 +190,39 @@ def run_task(address: str, token: str, root_certificates: bytes | None = None) -
     return status
 
 
+#: Seconds between the SuperNode's exit and a hard exit of this process.
+PARENT_EXIT_GRACE = 5.0
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit when the SuperNode ``parent_pid`` exits.
+
+    Flower's ``start_parent_process_monitor`` raises SIGINT once; a task that is
+    mid-way can then block in its ``finally`` (``push_task_output`` retries
+    against the dead SuperNode forever). So SIGINT first, for a clean stop, and
+    ``os._exit`` after :data:`PARENT_EXIT_GRACE` seconds if that did not end it.
+    """
+    start_parent_process_monitor(parent_pid)
+
+    def hard_exit() -> None:
+        while _pid_alive(parent_pid):
+            time.sleep(0.2)
+        time.sleep(PARENT_EXIT_GRACE)
+        os._exit(1)
+
+    threading.Thread(target=hard_exit, daemon=True, name="exit-with-parent").start()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def serve(
     address: str,
     *,
@@ -207,7 +242,7 @@ def serve(
     (TensorFlow's import then overlaps the SuperLink's start instead of round 0).
     """
     if parent_pid is not None:
-        start_parent_process_monitor(parent_pid)
+        _exit_with_parent(parent_pid)
     if preload:
         try:
             _client_app(preload)

@@ -241,6 +241,7 @@ class LoopbackDeployment:
             timeout=run_timeout(self.cfg),
             quiet=quiet,
             out=out,
+            superlink=self.superlink,
         )
 
     def stop(self) -> None:
@@ -289,6 +290,102 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _warn(text: str) -> None:
+    print(f"fedglobal: warning: {text}", file=sys.stderr, flush=True)
+
+
+def superlink_security(
+    *, tls_dir: str | Path | None, auth_keys: str | Path | None, insecure: bool
+) -> list[str]:
+    """Check ``fedglobal superlink``'s security options; return the warnings to print.
+
+    TLS is on when certificates are given (``--tls-dir``), SuperNode
+    authentication when keys are given (``--auth-keys``, needs TLS). Without
+    certificates it refuses to start unless ``--insecure``. ``{where}`` in a
+    warning stands for the address.
+    """
+    if insecure and tls_dir:
+        raise EngineError(
+            f"superlink: --insecure and --tls-dir {tls_dir} contradict each other: "
+            "pass --tls-dir for HTTPS, or --insecure without --tls-dir for plain HTTP"
+        )
+    if auth_keys and not tls_dir:
+        raise EngineError(
+            f"superlink: --auth-keys {auth_keys} needs --tls-dir: Flower allows SuperNode "
+            "authentication only over TLS. Make the certificates with "
+            "`fedglobal certs certs/ --host <name or IP the clients use>` and pass --tls-dir certs/"
+        )
+    if not tls_dir and not insecure:
+        raise EngineError(
+            "superlink: no certificates given (--tls-dir). The SuperLink serves HTTPS by "
+            "default: make them with `fedglobal certs certs/ --host <name or IP the clients "
+            "use>` and pass --tls-dir certs/; add --auth-keys keys/ (from `fedglobal keys keys/ "
+            "--names <regions>`) so that only registered SuperNodes may connect. "
+            "Or pass --insecure to serve plain HTTP, on a network you trust"
+        )
+    if insecure:
+        return [
+            "--insecure: the SuperLink serves plain HTTP on {where}. Model weights, metrics "
+            "and submitted runs cross the network unencrypted, and any SuperNode that reaches "
+            "this port can join. Outside a trusted network use --tls-dir (`fedglobal certs`) "
+            "and --auth-keys (`fedglobal keys`)"
+        ]
+    if not auth_keys:
+        return [
+            "SuperNode authentication is off: any SuperNode that trusts the CA certificate can "
+            "join. Pass --auth-keys DIR (`fedglobal keys DIR --names <regions>`) to admit only "
+            "registered SuperNodes"
+        ]
+    return []
+
+
+def client_security(
+    command: str, *, ca_cert: str | Path | None, auth_key: str | Path | None, insecure: bool
+) -> list[str]:
+    """Check the security options of ``fedglobal client`` or ``run``; return the warnings.
+
+    HTTPS when the SuperLink's CA certificate is given (``--tls-ca``); without
+    it they refuse to start unless ``--insecure``.
+    """
+    if insecure and ca_cert:
+        raise EngineError(
+            f"{command}: --insecure and --tls-ca {ca_cert} contradict each other: "
+            "pass --tls-ca for HTTPS, or --insecure without --tls-ca for plain HTTP"
+        )
+    if auth_key and not ca_cert:
+        raise EngineError(
+            f"{command}: --auth-key {auth_key} needs --tls-ca: Flower allows SuperNode "
+            "authentication only over TLS. Pass --tls-ca with the SuperLink's ca.crt "
+            "(from `fedglobal certs`)"
+        )
+    if ca_cert is not None and not Path(ca_cert).expanduser().is_file():
+        raise EngineError(
+            f"{command}: --tls-ca {ca_cert}: no such file; it is the ca.crt that "
+            "`fedglobal certs` wrote on the SuperLink's machine"
+        )
+    if not ca_cert and not insecure:
+        who = "A SuperNode" if command == "client" else "`fedglobal run`"
+        extra = (
+            " and, if the SuperLink authenticates SuperNodes, --auth-key <this region's "
+            "private key from `fedglobal keys`>"
+            if command == "client"
+            else ""
+        )
+        raise EngineError(
+            f"{command}: no CA certificate given (--tls-ca). {who} connects over HTTPS by "
+            "default: pass --tls-ca ca.crt (the SuperLink's CA certificate, made with "
+            f"`fedglobal certs certs/ --host <SuperLink host>`){extra}. Or pass --insecure to "
+            "connect over plain HTTP to a SuperLink started with --insecure"
+        )
+    if insecure:
+        return [
+            "--insecure: plain HTTP to the SuperLink at {where}. What is sent is not "
+            "encrypted, and the SuperLink's identity is not checked. Outside a trusted "
+            "network use --tls-ca (`fedglobal certs`)"
+        ]
+    return []
+
+
 def _block_until_exit(
     sup: Supervisor,
     watched: Sequence,
@@ -296,8 +393,12 @@ def _block_until_exit(
     *,
     ready: Callable[[], bool] | None = None,
     on_ready: Callable[[], None] | None = None,
+    hint: Callable[[], str] | None = None,
 ) -> int:
-    """Wait while every watched process runs (Ctrl-C stops); return the first exit code."""
+    """Wait while every watched process runs (Ctrl-C stops); return the first exit code.
+
+    ``hint`` adds a sentence to the message when one exits (e.g. what to do).
+    """
     try:
         while all(p.running() for p in watched):
             if ready is not None and on_ready is not None and ready():
@@ -307,8 +408,10 @@ def _block_until_exit(
     except KeyboardInterrupt:
         return 0
     first = next(p for p in watched if not p.running())
+    extra = hint() if hint is not None else ""
     print(
-        f"fedglobal: {what} {first.name} exited with code {first.returncode}:\n{first.log_tail()}",
+        f"fedglobal: {what} {first.name} exited with code {first.returncode}"
+        f"{'; ' + extra if extra else ''}. Its log ends with:\n{first.log_tail()}",
         file=sys.stderr,
     )
     return int(first.returncode or 1)
@@ -320,15 +423,20 @@ def serve_superlink(
     port: int = 9092,
     tls_dir: str | Path | None = None,
     auth_keys: str | Path | None = None,
+    insecure: bool = False,
     timeout: float = 120.0,
     log: Callable[[str], None] | None = None,
 ) -> int:
-    """``fedglobal superlink``: run a SuperLink (TLS, registered SuperNode keys) until Ctrl-C."""
+    """``fedglobal superlink``: run a SuperLink (TLS, registered SuperNode keys) until Ctrl-C.
+
+    Secure by default: without ``tls_dir`` it refuses to start unless
+    ``insecure`` (plain HTTP, with a warning); see :func:`superlink_security`.
+    """
     log = log or _say
+    for line in superlink_security(tls_dir=tls_dir, auth_keys=auth_keys, insecure=insecure):
+        _warn(line.format(where=f"{host}:{port}"))
     tls = find_tls_files(tls_dir) if tls_dir else None
     keys = public_keys_in(auth_keys) if auth_keys else []
-    if keys and tls is None:
-        raise EngineError("--auth-keys needs --tls-dir: SuperNode authentication requires TLS")
     with tempfile.TemporaryDirectory(prefix="fedglobal-superlink-") as tmp:
         home = FlowerHome(Path(tmp) / "flwr-home")
         with Supervisor(log_dir=Path(tmp) / "logs") as sup:
@@ -351,16 +459,22 @@ def serve_client(
     data: str | Path | None = None,
     ca_cert: str | Path | None = None,
     auth_key: str | Path | None = None,
+    insecure: bool = False,
     clientapp: str = "persistent",
     max_wait_time: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> int:
-    """``fedglobal client``: run one region's SuperNode (and its ClientApp) until Ctrl-C."""
+    """``fedglobal client``: run one region's SuperNode (and its ClientApp) until Ctrl-C.
+
+    Secure by default: without ``ca_cert`` it refuses to start unless
+    ``insecure`` (plain HTTP, with a warning); see :func:`client_security`.
+    """
     log = log or _say
+    warnings = client_security("client", ca_cert=ca_cert, auth_key=auth_key, insecure=insecure)
     if data is not None and not Path(data).expanduser().is_file():
         raise EngineError(f"--data {data}: no such file")
-    if auth_key is not None and ca_cert is None:
-        raise EngineError("--auth-key needs --tls-ca: SuperNode authentication requires TLS")
+    for line in warnings:
+        _warn(line.format(where=superlink))
     with tempfile.TemporaryDirectory(prefix="fedglobal-client-") as tmp:
         home = FlowerHome(Path(tmp) / "flwr-home")
         with Supervisor(log_dir=Path(tmp) / "logs") as sup:
@@ -386,7 +500,19 @@ def serve_client(
                 "the SuperNode process",
                 ready=node.ready,
                 on_ready=lambda: log(f"ready: region {region!r} is connected and loaded"),
+                hint=lambda: _lost_superlink_hint(node, superlink),
             )
+
+
+def _lost_superlink_hint(node: SuperNode, superlink: str) -> str:
+    """Why a SuperNode that had lost its SuperLink exited, and what to do."""
+    if not node.supernode.log_contains("Connection attempt failed"):
+        return ""
+    return (
+        f"it had lost the SuperLink at {superlink}. If that SuperLink was restarted, it no "
+        "longer knows this SuperNode (Flower 1.41 keeps SuperNode registrations in memory "
+        "and does not re-register): start `fedglobal client` again"
+    )
 
 
 def submit_remote(
@@ -395,6 +521,7 @@ def submit_remote(
     *,
     superlink: str,
     ca_cert: str | Path | None = None,
+    insecure: bool = False,
     expected_nodes: int = 0,
     quiet: bool = False,
     out: TextIO | None = None,
@@ -403,7 +530,10 @@ def submit_remote(
     """``fedglobal run``: submit ``cfg`` to a running SuperLink and stream it until it ends.
 
     The ServerApp runs on the SuperLink's machine and writes ``run_dir`` there.
+    Secure by default: without ``ca_cert`` it refuses unless ``insecure``.
     """
+    for line in client_security("run", ca_cert=ca_cert, auth_key=None, insecure=insecure):
+        _warn(line.format(where=superlink))
     with tempfile.TemporaryDirectory(prefix="fedglobal-run-") as tmp:
         home = FlowerHome(Path(tmp) / "flwr-home")
         home.connect(superlink, ca_cert=ca_cert)

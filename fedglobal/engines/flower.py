@@ -98,6 +98,7 @@ class FlowerHome:
         self.root = Path(root).resolve()
         self.app_dir = self.root / "app"
         self.app_dir.mkdir(parents=True, exist_ok=True)
+        self.address: str | None = None  # the SuperLink of the ``fedglobal`` connection
         (self.app_dir / "pyproject.toml").write_text(tomli_w.dumps(app_pyproject()))
 
     def env(self) -> dict[str, str]:
@@ -105,6 +106,7 @@ class FlowerHome:
 
     def connect(self, address: str, *, ca_cert: str | Path | None = None) -> None:
         """Point the ``fedglobal`` connection at a SuperLink (HTTPS if ``ca_cert``)."""
+        self.address = address
         conn: dict[str, Any] = {"address": address}
         if ca_cert is None:
             conn["insecure"] = True
@@ -432,13 +434,15 @@ def submit_run(
     federation_config: Mapping[str, Any] | None = None,
     quiet: bool = False,
     out: TextIO | None = None,
+    superlink: SuperLink | None = None,
 ) -> RunOutcome:
     """``flwr run`` the app with ``run_config``; stream its log until the run ends.
 
     Lines are echoed to ``out`` (default stderr) unless ``quiet``; Flower's,
     Ray's and TensorFlow's start-up chatter is left out. If the run has not
     ended after ``timeout`` seconds it is stopped (``flwr stop``) and
-    :class:`EngineError` is raised.
+    :class:`EngineError` is raised. If ``superlink`` (a local one) exits
+    meanwhile, :class:`EngineError` names it at once (:func:`superlink_lost`).
     """
     out = out or sys.stderr
     rc_path = home.root / f"run-config-{uuid.uuid4().hex[:8]}.toml"
@@ -486,6 +490,9 @@ def submit_run(
                 if not quiet and not _NOISE.search(line):
                     out.write(line)
                     out.flush()
+            if superlink is not None and not superlink.process.running():
+                sup.stop(proc)
+                raise EngineError(superlink_lost(superlink, run_id))
             if time.monotonic() > deadline:
                 if run_id is not None:
                     flwr(sup, home, "stop", str(run_id), CONNECTION, timeout=30)
@@ -500,10 +507,24 @@ def submit_run(
         raise
     proc.popen.wait(timeout=30)
     reader.join(timeout=5)
+    if superlink is not None and not superlink.process.running():
+        raise EngineError(superlink_lost(superlink, run_id))
     if run_id is None:
         return RunOutcome(None, "not-started", "".join(output[-20:]), output)
     status, details = run_status(sup, home, run_id)
     return RunOutcome(run_id, status, details, output)
+
+
+def superlink_lost(superlink: SuperLink, run_id: int | None) -> str:
+    """The error when a local SuperLink exits during a run."""
+    run = f"run {run_id}" if run_id is not None else "the run's submission"
+    return (
+        f"the SuperLink ({superlink.url}, pid {superlink.process.pid}) exited with code "
+        f"{superlink.process.returncode} during {run}; the run is lost: Flower 1.41 keeps "
+        "runs and SuperNode registrations in the SuperLink's memory, so a restarted SuperLink "
+        "refuses the old SuperNodes and they exit (start them again). "
+        f"Its log {superlink.process.log_path} ends with:\n{superlink.process.log_tail(15)}"
+    )
 
 
 def run_status(sup: Supervisor, home: FlowerHome, run_id: int) -> tuple[str, str]:
@@ -511,9 +532,19 @@ def run_status(sup: Supervisor, home: FlowerHome, run_id: int) -> tuple[str, str
     code, output = flwr(
         sup, home, "ls", CONNECTION, "--run-id", str(run_id), "--format", "json", timeout=60
     )
+    if "connection to the superlink is unavailable" in output.lower():  # exit code 0 with json
+        raise EngineError(
+            f"the SuperLink at {home.address} cannot be reached after run {run_id}'s log "
+            "stream ended: it stopped, was restarted (which loses the run: Flower 1.41 keeps "
+            "runs in its memory) or the network failed. `flwr ls` said: "
+            f"{' '.join(output.split())[-400:]}"
+        )
     if code != 0:
         raise EngineError(f"`flwr ls --run-id {run_id}` failed: {output[-800:]}")
-    runs = _json_tail(output).get("runs", [])
+    answer = _json_tail(output)
+    runs = answer.get("runs", [])
+    if answer.get("success") is False:
+        raise EngineError(f"`flwr ls --run-id {run_id}` failed: {answer.get('error-message')}")
     if not runs:
         raise EngineError(f"the SuperLink does not know run {run_id}")
     return str(runs[0].get("status", "")), str(runs[0].get("status-details", ""))

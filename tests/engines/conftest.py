@@ -28,11 +28,14 @@ from fedglobal.engines.processes import descendants
 @pytest.fixture(autouse=True)
 def no_process_left_behind():
     """Every test leaves no process behind (checked by environment marker and by parentage)."""
-    before = set(descendants(os.getpid()))  # e.g. worker pools of other tests' engines
+    # Processes alive before the test are not its own: worker pools of other
+    # tests' engines, multiprocessing's resource tracker (started by the first
+    # spawn-context pool of the session and alive until pytest exits)...
+    before = set(descendants(os.getpid())) | set(session_processes())
     yield
     deadline = time.monotonic() + 5.0
     while True:
-        left = sorted(set(session_processes()) | (set(descendants(os.getpid())) - before))
+        left = sorted((set(session_processes()) | set(descendants(os.getpid()))) - before)
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.2)
