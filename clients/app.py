@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import compress
+from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.regional import EvaluateResult, FitResult, RegionalClient
 from fedglobal import data, metrics
@@ -25,7 +26,8 @@ from fedglobal.weights import from_record, to_record
 from strategies import compression
 
 #: The app's mods, in order; cohort training applies them to its replies too.
-MODS = [optional_clipping_mod]
+#: ``fault_mod`` acts only when ``FEDGLOBAL_FAULTS`` plans a fault (clients.faults).
+MODS = [fault_mod, optional_clipping_mod]
 
 app = ClientApp(mods=MODS)
 
@@ -201,11 +203,22 @@ def fit_options(config: ConfigRecord) -> dict:
 def train_reply(
     message: Message, context: Context, client: RegionalClient, result: FitResult
 ) -> Message:
-    """The reply to a train message (new weights, count, metrics); keeps local layers."""
+    """The reply to a train message (new weights, count, metrics); keeps local layers.
+
+    Layers the round keeps local (config ``local-layers``: FedPer heads, FedBN
+    statistics, interval-skipped layers) stay here, in ``context.state``: the
+    reply carries the server's own value of them back (the server keeps its
+    value for those layers anyway), never this region's trained copy.
+    """
     config = message.content["config"]
+    weights = result.weights
     if "local-layers" in config:
         context.state[LOCAL_STATE_KEY] = to_record(result.weights)
-    arrays, codec = compress.reply_arrays(message, context, result.weights, client.config)
+        sent = message.content["arrays"]
+        local = [str(n) for n in config["local-layers"] if str(n) in sent]
+        if local:
+            weights = {**result.weights, **{n: sent[n].numpy() for n in local}}
+    arrays, codec = compress.reply_arrays(message, context, weights, client.config)
     content = RecordDict(
         {
             "arrays": arrays,

@@ -652,12 +652,18 @@ def run_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> list
     :func:`evaluate_cohort`; ``None`` entries (and other message types) are
     left to the per-message ClientApp.
     """
+    from clients import faults
+
     out: list[Message | None] = [None] * len(messages)
     for kind, handler in (
         (MessageType.TRAIN, train_cohort),
         (MessageType.EVALUATE, evaluate_cohort),
     ):
-        picked = [i for i, m in enumerate(messages) if m.metadata.message_type == kind]
+        picked = [
+            i
+            for i, m in enumerate(messages)
+            if m.metadata.message_type == kind and faults.for_message(m, contexts[i]) is None
+        ]  # a message with an injected fault (clients.faults) goes through the ClientApp
         if picked:
             replies = handler([messages[i] for i in picked], [contexts[i] for i in picked])
             for i, reply in zip(picked, replies, strict=True):

@@ -193,6 +193,13 @@ class ServerConfig:
         doc="write the resumable checkpoint resume.npz every N rounds and after the last "
         "(0: never); `fedglobal simulate --resume RUN_DIR` continues from it",
     )
+    round_retries: int = _f(
+        0,
+        min=0,
+        max=100,
+        doc="when fewer regions than the minimum reply in a round's train or evaluate stage, "
+        "re-send it this many times to the regions that failed (0: the run stops)",
+    )
 
 
 @dataclass(frozen=True)

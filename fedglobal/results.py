@@ -46,6 +46,7 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "wall_time_s": (float, int),
     "rejected_updates": (list,),
     "failed_replies": (list,),
+    "retried_stages": (list,),
     "dropped_stragglers": (list,),
     "privacy": (dict,),
     "clipped_updates": (int,),

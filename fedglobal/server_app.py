@@ -167,7 +167,9 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         "train": int(getattr(strategy, "min_train_nodes", 0)),
         "evaluate": int(getattr(strategy, "min_evaluate_nodes", 0)),
     }
-    grid = server_grid = ServerGrid(grid, minimum=lambda stage: minimum.get(stage, 0))
+    grid = server_grid = ServerGrid(
+        grid, minimum=lambda stage: minimum.get(stage, 0), retries=cfg.server.round_retries
+    )
     monitor = RunMonitor(cfg, run_dir, recorder, progress, hooks=server_hooks.current())
     grid = monitor.count(grid)  # bytes of every message, for rounds.csv and TensorBoard
     grid = DecodingGrid(grid)  # compressed updates (client.compression): decoded, after counting
@@ -255,6 +257,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             "wall_time_s": time.time() - started,
             "rejected_updates": list(getattr(strategy, "rejected", [])),
             "failed_replies": list(getattr(strategy, "failures", [])),
+            "retried_stages": list(server_grid.retried),
             "dropped_stragglers": list(getattr(strategy, "dropped", [])),
             **(strategy.report() if hasattr(strategy, "report") else {}),
             "engine": str(run_config.get("engine", cfg.experiment.engine)),

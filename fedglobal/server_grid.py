@@ -17,6 +17,12 @@ only the ``Grid`` API every engine implements (``push_messages`` /
   (``min_train_nodes`` / ``min_evaluate_nodes``) succeed, the round cannot
   complete: :class:`~fedglobal.errors.RunError` says how many regions were
   asked, how many replied and which failed.
+- **Retries.** With ``retries`` (``[server] round_retries``), a stage with
+  fewer successful replies than its minimum is re-sent to the regions that
+  failed (the same regions, not a new sample; their config carries
+  ``attempt`` = 1, 2, ...); the replies that succeeded are kept. Each retry is
+  recorded in :attr:`ServerGrid.retried`. Retried messages are not counted in
+  rounds.csv's bytes.
 - **Reproducible order.** Replies are returned sorted by region (then node),
   whichever order the engine delivered them in, so float aggregation is
   bitwise identical across engines and runs (DESIGN decision 8).
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 META_KEY = "meta"
 REGION_KEY = "region"
 NO_REPLY = "no reply within"
+#: Config key of a re-sent message's attempt number (1 = first retry).
+ATTEMPT_KEY = "attempt"
 
 
 class ServerGrid(Grid):
@@ -51,11 +59,17 @@ class ServerGrid(Grid):
         grid: Grid,
         *,
         minimum: Callable[[str], int] | None = None,
+        retries: int = 0,
         poll_interval: float = 0.1,
         max_poll_interval: float = 0.5,
     ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self._grid = grid
         self._minimum = minimum
+        self._retries = retries
+        #: One entry per retry: round, stage, attempt, regions re-sent, their reasons.
+        self.retried: list[dict[str, Any]] = []
         self._poll = poll_interval
         self._max_poll = max_poll_interval
         self.regions: dict[int, str] = {}
@@ -100,31 +114,78 @@ class ServerGrid(Grid):
         messages = list(messages)
         if not messages:
             return []
+        replies = self._exchange(messages, timeout)
+        attempt = 0
+        while attempt < self._retries and self._short(messages, replies):
+            attempt += 1
+            failed = [i for i, r in enumerate(replies) if r.has_error()]
+            self._note_retry(messages[0], attempt, [replies[i] for i in failed])
+            again = self._exchange([self._resend(messages[i], attempt) for i in failed], timeout)
+            for i, reply in zip(failed, again, strict=True):
+                replies[i] = reply
+        replies.sort(key=self._order)
+        self._check_minimum(messages, replies, attempt)
+        return replies
+
+    def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
+        """One reply per message, in their order (error replies for the missing ones)."""
         ids = list(self._grid.push_messages(messages))
         sent: dict[str, Message] = {}
-        unsent: list[Message] = []
         for message, message_id in zip(messages, ids, strict=False):
             if message_id:
                 sent[str(message_id)] = message
-            else:
-                unsent.append(message)
-        unsent.extend(messages[len(ids) :])
         received = self._collect(sent, timeout)
-
+        by_message = {id(m): i for i, m in sent.items()}
         replies = []
-        for message_id, message in sent.items():
-            reply = received.get(message_id)
-            if reply is None:
+        for message in messages:
+            message_id = by_message.get(id(message))
+            reply = None if message_id is None else received.get(message_id)
+            if message_id is None:
+                replies.append(self._error(message, ErrorCode.UNKNOWN, "could not be sent"))
+            elif reply is None:
                 replies.append(self._error(message, ErrorCode.UNKNOWN, f"{NO_REPLY} {timeout:g}s"))
             elif reply.has_error():
                 replies.append(self._error(message, reply.error.code, reply.error.reason))
             else:
                 self._learn(reply)
                 replies.append(reply)
-        replies += [self._error(m, ErrorCode.UNKNOWN, "could not be sent") for m in unsent]
-        replies.sort(key=self._order)
-        self._check_minimum(messages, replies)
         return replies
+
+    def _short(self, messages: list[Message], replies: list[Message]) -> bool:
+        """Whether fewer replies succeeded than the stage's minimum."""
+        if self._minimum is None:
+            return False
+        needed = int(self._minimum(messages[0].metadata.message_type) or 0)
+        return sum(not r.has_error() for r in replies) < needed
+
+    def _resend(self, message: Message, attempt: int) -> Message:
+        """A new message with ``message``'s content, its config carrying ``attempt``."""
+        content = RecordDict(dict(message.content.items()))
+        config = content.get("config")
+        if isinstance(config, ConfigRecord):
+            content["config"] = ConfigRecord({**dict(config), ATTEMPT_KEY: attempt})
+        meta = message.metadata
+        return self._grid.create_message(
+            content, meta.message_type, meta.dst_node_id, meta.group_id, meta.ttl
+        )
+
+    def _note_retry(self, first: Message, attempt: int, failed: list[Message]) -> None:
+        entry = {
+            "round": _round_of(first),
+            "stage": first.metadata.message_type,
+            "attempt": attempt,
+            "regions": [self.region_of(r.metadata.src_node_id) for r in failed],
+            "reasons": [r.error.reason for r in failed],
+        }
+        self.retried.append(entry)
+        log.warning(
+            "round %s %s: too few replies; retry %d of %d re-sends to %s",
+            entry["round"],
+            entry["stage"],
+            attempt,
+            self._retries,
+            ", ".join(entry["regions"]),
+        )
 
     def _collect(self, sent: dict[str, Message], timeout: float | None) -> dict[str, Message]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -168,7 +229,9 @@ class ServerGrid(Grid):
         node = reply.metadata.src_node_id
         return (int(reply.has_error()), self.regions.get(node, ""), node)
 
-    def _check_minimum(self, messages: list[Message], replies: list[Message]) -> None:
+    def _check_minimum(
+        self, messages: list[Message], replies: list[Message], retries: int = 0
+    ) -> None:
         if self._minimum is None:
             return
         stage = messages[0].metadata.message_type
@@ -179,8 +242,9 @@ class ServerGrid(Grid):
         failed = "; ".join(r.error.reason for r in replies if r.has_error())
         server_round = _round_of(messages[0])
         where = f"round {server_round} {stage}" if server_round is not None else stage
+        tried = f" (after {retries} retries, [server] round_retries)" if retries else ""
         raise RunError(
-            f"{where}: only {ok} of {len(replies)} regions replied, fewer than the "
+            f"{where}: only {ok} of {len(replies)} regions replied{tried}, fewer than the "
             f"configured minimum of {needed}; failed: {failed}"
         )
 

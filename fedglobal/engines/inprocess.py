@@ -5,7 +5,11 @@ ClientApp are Flower's own objects, called in this process or in a pool of
 worker processes (``experiment.workers``, :mod:`fedglobal.engines.pool`). Each
 region is a node with its own ``Context`` (node config ``region``, persistent
 ``state``), as on a SuperNode. A ClientApp exception becomes an error reply, as
-it does in Flower's runtimes. With ``[client] cohort``, the train messages of a
+it does in Flower's runtimes. A worker process that dies or does not reply
+within ``experiment.round_timeout`` is killed by its pid and replaced, and its
+regions get error replies; a region served by this process (every region when
+``workers <= 1``) runs in the server's thread and cannot be interrupted
+(docs/faults.md). With ``[client] cohort``, the train messages of a
 round go together to the ClientApp's batched entry point
 (``clients.cohort:train_cohort``), which replies as the per-message handler
 would; the strategy and the ClientApp are the same either way.
@@ -51,6 +55,10 @@ class InProcessGrid(Grid):
             all train messages pulled together are handed to it at once.
         pool: a :class:`~fedglobal.engines.pool.WorkerPool`; region ``i`` is served
             by worker ``i % workers``. None: this process serves every region.
+        reply_timeout: seconds a worker process has to reply to a batch before it
+            is killed and replaced, its regions getting error replies
+            (``experiment.round_timeout``); regions served by this process cannot
+            be interrupted (a warning is logged after this long). None: no limit.
     """
 
     def __init__(
@@ -61,10 +69,13 @@ class InProcessGrid(Grid):
         run_id: int,
         cohort: Callable | None = None,
         pool: WorkerPool | None = None,
+        reply_timeout: float | None = None,
     ) -> None:
         self._run = Run.create_empty(run_id=run_id)
         self._regions = {NODE_ID_OFFSET + i: str(region) for i, region in enumerate(regions)}
         self._nodes = LocalNodes(client_app, cohort, run_id=run_id)
+        self._nodes.warn_after = reply_timeout
+        self._reply_timeout = reply_timeout
         self._pool = pool
         self._pending: dict[str, Message] = {}
         self._ids = itertools.count(1)
@@ -122,7 +133,8 @@ class InProcessGrid(Grid):
                 [
                     (m.metadata.dst_node_id - NODE_ID_OFFSET, r, m)
                     for m, r in zip(messages, regions, strict=True)
-                ]
+                ],
+                timeout=self._reply_timeout,
             )
         for reply in replies:
             reply.metadata.__dict__["_message_id"] = f"r{next(self._ids)}"
@@ -159,11 +171,20 @@ def run_inprocess(
             set_threads(pool.threads)
             client_app = load_component(CLIENT_APP)
             cohort = load_component(cohort_ref) if cohort_ref else None
-            pool.serve_locally(LocalNodes(client_app, cohort, run_id=run_id))
+            local = LocalNodes(client_app, cohort, run_id=run_id)
+            local.warn_after = cfg.experiment.round_timeout
+            pool.serve_locally(local)
         else:
             client_app = load_component(CLIENT_APP)
             cohort = load_component(cohort_ref) if cohort_ref else None
-        grid = InProcessGrid(client_app, regions, run_id=run_id, cohort=cohort, pool=pool)
+        grid = InProcessGrid(
+            client_app,
+            regions,
+            run_id=run_id,
+            cohort=cohort,
+            pool=pool,
+            reply_timeout=cfg.experiment.round_timeout,
+        )
         run_config = {
             "experiment-toml": cfg.to_toml(),
             "base-dir": cfg.base_dir,

@@ -14,6 +14,9 @@ same worker (its index modulo ``workers``), so its ``Context.state`` (local
 layers, error-feedback residuals) stays with it. Messages cross as Flower's
 serialized protobuf bytes. Every worker is stopped by its pid on every exit
 path: :meth:`WorkerPool.close` (the ``with`` block, errors) and ``atexit``.
+A worker that dies mid-batch, or does not reply within the delivery's
+``timeout``, is killed by its pid and replaced by a fresh one; its messages
+get error replies naming the region and the pid (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -68,6 +72,9 @@ class LocalNodes:
         self._cohort = cohort
         self._run_id = run_id
         self.contexts: dict[int, Context] = {}
+        #: Seconds after which a delivery still running logs a warning (it cannot be
+        #: interrupted: it runs in the caller's thread); None: no warning.
+        self.warn_after: float | None = None
 
     def context(self, node_id: int, region: str) -> Context:
         """The node's Context, created on first use (node config ``region``)."""
@@ -91,7 +98,32 @@ class LocalNodes:
         )
 
     def deliver(self, messages: Sequence[Message], regions: Sequence[str]) -> list[Message]:
-        """Replies to ``messages`` (addressed to nodes of ``regions``), in order."""
+        """Replies to ``messages`` (addressed to nodes of ``regions``), in order.
+
+        The ClientApp runs in the calling thread: a client that hangs cannot be
+        interrupted (after :attr:`warn_after` seconds a warning says so).
+        """
+        if self.warn_after is None:
+            return self._deliver(messages, regions)
+        names = ", ".join(sorted(set(regions))[:10])
+        timer = threading.Timer(
+            self.warn_after,
+            log.warning,
+            args=(
+                "regions %s: no reply after %gs (round_timeout). They run in this process's own "
+                "thread, which cannot be interrupted: the run waits for them (docs/faults.md)",
+                names,
+                self.warn_after,
+            ),
+        )
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._deliver(messages, regions)
+        finally:
+            timer.cancel()
+
+    def _deliver(self, messages: Sequence[Message], regions: Sequence[str]) -> list[Message]:
         contexts = [
             self.context(m.metadata.dst_node_id, r) for m, r in zip(messages, regions, strict=True)
         ]
@@ -169,6 +201,11 @@ def _worker_main(
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
+def _error_reply(message: Message, reason: str) -> Message:
+    """An error reply to ``message`` (its node did not answer)."""
+    return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason=reason), reply_to=message)
+
+
 def _apply_env(env: Mapping[str, str | None]) -> None:
     for key, value in env.items():
         if value is None:
@@ -182,7 +219,7 @@ STARTED: list[int] = []
 
 #: Environment variables mirrored into the workers before each batch, so that a
 #: process-wide plan set after the pool started (clients.attacks) reaches them.
-MIRRORED_ENV = ("FEDGLOBAL_ATTACK",)
+MIRRORED_ENV = ("FEDGLOBAL_ATTACK", "FEDGLOBAL_FAULTS")
 
 
 class WorkerPool:
@@ -225,22 +262,66 @@ class WorkerPool:
         self._conns: list[Any] = []
         self._ready: list[bool] = []
         self._lock = threading.Lock()
+        self._timeout = 0.0
         self._closed = False
+        self._args = (client_ref, cohort_ref, run_id, self.threads)
+        #: Workers replaced after they died or hung: dicts with pid, new_pid, reason.
+        self.replaced: list[dict[str, Any]] = []
         for _ in range(workers - (1 if in_process else 0)):
-            parent, child = self._ctx.Pipe()
-            proc = self._ctx.Process(
-                target=_worker_main,
-                args=(child, client_ref, cohort_ref, run_id, self.threads),
-                daemon=True,
-                name="fedglobal-worker",
-            )
-            proc.start()
-            STARTED.append(int(proc.pid))
-            child.close()
+            proc, parent = self._start()
             self._procs.append(proc)
             self._conns.append(parent)
             self._ready.append(False)
         atexit.register(self.close)
+
+    def _start(self) -> tuple[Any, Any]:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_worker_main, args=(child, *self._args), daemon=True, name="fedglobal-worker"
+        )
+        proc.start()
+        STARTED.append(int(proc.pid))
+        child.close()
+        return proc, parent
+
+    def _replace(self, index: int, reason: str) -> None:
+        """Stop worker ``index`` by its pid (if still alive) and start a fresh one in its place.
+
+        The new worker's regions start with empty Contexts (their local layers and
+        residuals are lost), as after a SuperNode restart.
+        """
+        proc, conn = self._procs[index], self._conns[index]
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5.0)
+        conn.close()
+        new, parent = self._start()
+        self._procs[index], self._conns[index], self._ready[index] = new, parent, False
+        self.replaced.append({"pid": proc.pid, "new_pid": new.pid, "reason": reason})
+        log.warning("worker process %s %s; replaced by %s", proc.pid, reason, new.pid)
+
+    def _reply_or_failure(self, index: int, deadline: float | None) -> tuple[str, Any]:
+        """``("ok", payload)``, ``("error", text)``, or ``("failed", reason)`` for a worker
+        that died or did not reply by ``deadline`` (it is then replaced)."""
+        conn, proc = self._conns[index], self._procs[index]
+        while True:
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            try:
+                if conn.poll(wait):
+                    return conn.recv()
+            except (EOFError, OSError):
+                pass  # the pipe closed: the worker died
+            if not proc.is_alive() or conn.closed:
+                proc.join(1.0)
+                reason = f"worker process {proc.pid} died (exit code {proc.exitcode}) mid-round"
+                self._replace(index, "died")
+                return "failed", reason
+            if deadline is not None and time.monotonic() >= deadline:
+                reason = (
+                    f"worker process {proc.pid} killed after no reply within {self._timeout:g}s"
+                )
+                self._replace(index, "hung")
+                return "failed", reason
 
     def serve_locally(self, nodes: LocalNodes) -> None:
         """This process's nodes, which serve worker 0's regions (``in_process``)."""
@@ -279,11 +360,19 @@ class WorkerPool:
                 raise EngineError(f"worker process {self._procs[index].pid} did not start")
             self._ready[index] = True
 
-    def deliver(self, items: Sequence[tuple[int, str, Message]]) -> list[Message]:
+    def deliver(
+        self, items: Sequence[tuple[int, str, Message]], *, timeout: float | None = None
+    ) -> list[Message]:
         """Replies to ``(worker index, region, message)`` items, in their order.
 
-        Each worker gets its share at once; workers run in parallel.
+        Each worker gets its share at once; workers run in parallel. A worker
+        process that dies, or (with ``timeout``) does not reply within
+        ``timeout`` seconds of the batch being sent, is killed by its pid and
+        replaced; each of its messages gets an error reply naming the region,
+        the pid and what happened. This process's own share (``in_process``)
+        runs in the calling thread and cannot be interrupted.
         """
+        self._timeout = timeout if timeout is not None else 0.0
         if self._closed:
             raise EngineError("the worker pool is closed")
         offset = 1 if self._in_process else 0
@@ -306,6 +395,7 @@ class WorkerPool:
                         "env": env,
                     }
                 )
+            deadline = None if timeout is None else time.monotonic() + timeout
             if self._local is not None and 0 in shares:  # meanwhile, this process's share
                 positions = shares[0]
                 replies = self._local.deliver(
@@ -315,7 +405,12 @@ class WorkerPool:
                     out[i] = reply
             for worker, positions in remote.items():
                 index = worker - offset
-                status, payload = self._recv(index)
+                status, payload = self._reply_or_failure(index, deadline)
+                if status == "failed":
+                    for i in positions:
+                        _, region, message = items[i]
+                        out[i] = _error_reply(message, f"region {region}: {payload}")
+                    continue
                 if status != "ok":
                     raise EngineError(f"worker process {self._procs[index].pid}: {payload}")
                 for i, data in zip(positions, payload, strict=True):
