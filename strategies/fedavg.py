@@ -61,6 +61,7 @@ from .errors import (
 from .sampling import (
     EVALUATE_STREAM,
     TRAIN_STREAM,
+    region_order,
     sample_clients,
     select_stragglers,
     wait_for_clients,
@@ -301,6 +302,7 @@ class FedAvg(FlowerFedAvg):
             seed=self.seed,
             server_round=server_round,
             stream=TRAIN_STREAM if train else EVALUATE_STREAM,
+            key=region_order(grid),
         )
         stage = "train" if train else "evaluate"
         log(
@@ -344,6 +346,7 @@ class FedAvg(FlowerFedAvg):
                 max_steps=self.straggler_max_steps,
                 seed=self.seed,
                 server_round=server_round,
+                key=region_order(grid),
             )
             log(
                 INFO,

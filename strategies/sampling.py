@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from logging import INFO
+from typing import Any
 
 import numpy as np
 from flwr.supercore import log
@@ -19,6 +20,7 @@ __all__ = [
     "EVALUATE_STREAM",
     "STRAGGLER_STREAM",
     "TRAIN_STREAM",
+    "region_order",
     "sample_clients",
     "select_stragglers",
     "wait_for_clients",
@@ -37,17 +39,35 @@ def sample_clients(
     seed: int,
     server_round: int,
     stream: int,
+    key: Callable[[int], Any] | None = None,
 ) -> list[int]:
     """Sample ``max(int(n * fraction), minimum)`` node ids (capped at ``n``).
 
-    Sampling is without replacement from ``sorted(node_ids)`` with
-    ``numpy.random.default_rng([seed, server_round, stream])``; the result is sorted.
+    Sampling is without replacement from ``sorted(node_ids, key=key)`` with
+    ``numpy.random.default_rng([seed, server_round, stream])``; the result keeps
+    that order. Strategies pass the node's region as ``key``, so the same regions
+    are sampled on every engine whatever node ids the engine assigned.
     """
-    ids = sorted(node_ids)
+    ids = sorted(node_ids, key=key)
     size = min(max(int(len(ids) * fraction), minimum), len(ids))
     rng = np.random.default_rng([seed, server_round, stream])
     chosen = rng.choice(len(ids), size=size, replace=False)
     return [ids[i] for i in sorted(chosen.tolist())]
+
+
+def region_order(grid: Any) -> Callable[[int], Any] | None:
+    """A sort key putting node ids in the order of their regions' names.
+
+    fedglobal's ServerApp grid offers ``region_of(node_id)`` (every node replied
+    to the schema query before round 1); a grid without it keeps node-id order.
+    Engines number nodes differently (in-process: by sorted region; Ray and
+    deployment: at random), so sampling in region order is what makes the same
+    seed sample the same regions everywhere.
+    """
+    region_of = getattr(grid, "region_of", None)
+    if region_of is None:
+        return None
+    return lambda node_id: (str(region_of(node_id)), node_id)
 
 
 def select_stragglers(
@@ -57,18 +77,20 @@ def select_stragglers(
     max_steps: int,
     seed: int,
     server_round: int,
+    key: Callable[[int], Any] | None = None,
 ) -> dict[int, int]:
     """Pick this round's stragglers and how many local steps each completes.
 
     ``int(n * fraction)`` of the sampled ``node_ids`` straggle; each does a number
     of local steps drawn uniformly from ``[1, max_steps]``. Both draws use
     ``numpy.random.default_rng([seed, server_round, STRAGGLER_STREAM])`` over
-    ``sorted(node_ids)``, so they depend only on (seed, round) and the sample.
+    ``sorted(node_ids, key=key)``, so they depend only on (seed, round) and the
+    sample.
 
     Returns:
         ``{node_id: local_steps}`` for the stragglers (empty if none).
     """
-    ids = sorted(node_ids)
+    ids = sorted(node_ids, key=key)
     size = min(int(len(ids) * fraction), len(ids))
     if size == 0:
         return {}
