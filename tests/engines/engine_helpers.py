@@ -30,6 +30,19 @@ REGIONS = ("africa", "asia", "europe")
 FEDGLOBAL = str(Path(sys.executable).with_name("fedglobal"))
 
 
+def start_fedglobal(*args: str, log: Path) -> subprocess.Popen:
+    """Start ``fedglobal ARGS`` in its own session, output to ``log``; stop it by pid."""
+    return subprocess.Popen(
+        [FEDGLOBAL, *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=DIE_WITH_PARENT,  # if pytest is killed, the command is stopped too
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
 def session_processes() -> list[int]:
     """Live processes (other than this one) that inherited this test session's marker."""
     marker = f"{SESSION_ENV}={SESSION}".encode()

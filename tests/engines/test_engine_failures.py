@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import FEDGLOBAL, REGIONS, run_cli, write_experiment
+from engine_helpers import FEDGLOBAL, REGIONS, run_cli, start_fedglobal, write_experiment
 
 from fedglobal import data
 from fedglobal.config import load_config
@@ -34,18 +34,6 @@ from fedglobal.engines.processes import (
 from fedglobal.run_folder import new_run_dir
 
 pytestmark = pytest.mark.slow
-
-
-def _start(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [FEDGLOBAL, *args],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=DIE_WITH_PARENT,  # if pytest is killed, the command is stopped too
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
 
 
 def _cmdline(pid: int) -> str:
@@ -71,7 +59,7 @@ def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny,
     assert run_cli("certs", str(certs)).returncode == 0
     assert run_cli("keys", str(keys), "--names", *REGIONS).returncode == 0
     port = free_port()
-    link = _start(
+    link = start_fedglobal(
         *("superlink", "--host", "127.0.0.1", "--port", str(port)),
         *("--tls-dir", str(certs), "--auth-keys", str(keys)),
         log=tmp_path / "superlink.log",
@@ -86,7 +74,7 @@ def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny,
         )
         assert http_ok(f"https://127.0.0.1:{port}/health", cafile=certs / "ca.crt")
         for region in REGIONS:
-            clients[region] = _start(
+            clients[region] = start_fedglobal(
                 "client",
                 "--region",
                 region,

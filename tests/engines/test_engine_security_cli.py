@@ -11,10 +11,9 @@ import copy
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
-from engine_helpers import FEDGLOBAL, write_experiment
+from engine_helpers import FEDGLOBAL, start_fedglobal, write_experiment
 
 from fedglobal import cli
 from fedglobal.config import load_config
@@ -140,18 +139,6 @@ def test_deploy_warns_when_plain_http_on_loopback_and_not_with_tls(
 # -- the accepted insecure path, end to end ----------------------------------------------------
 
 
-def _start(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [FEDGLOBAL, *args],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=DIE_WITH_PARENT,  # if pytest is killed, the command is stopped too
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-
-
 def _interrupt(proc: subprocess.Popen, timeout: float = 60) -> int:
     """Stop a ``fedglobal`` command by pid as Ctrl-C/SIGTERM would."""
     if proc.poll() is None:
@@ -169,7 +156,7 @@ def test_insecure_superlink_client_and_run_work_and_warn(tiny, tmp_path):
     port = free_port()
     link_log = tmp_path / "superlink.log"
     client_logs = {r: tmp_path / f"client-{r}.log" for r in regions}
-    link = _start(
+    link = start_fedglobal(
         "superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port), log=link_log
     )
     clients: dict[str, subprocess.Popen] = {}
@@ -181,7 +168,7 @@ def test_insecure_superlink_client_and_run_work_and_warn(tiny, tmp_path):
         )
         assert link.poll() is None, link_log.read_text()
         for region in regions:
-            clients[region] = _start(
+            clients[region] = start_fedglobal(
                 *("client", "--insecure", "--region", region, "--data", str(files[region])),
                 *("--superlink", f"127.0.0.1:{port}"),
                 log=client_logs[region],

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
 import strategies
 from fedglobal.config import load_config
@@ -28,13 +27,7 @@ REFERENCE = f"{EXAMPLE}:PowerFedAvg"
 _ids = count(1)
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Flower 1.41 builds Messages only once the task identity is set."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class _Nodes(Grid):

@@ -15,7 +15,6 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
 from strategies import FedAvg, FedBN, FedPer, Layerwise
 from strategies.errors import InvalidParameterError, LayerRuleError, NotEnoughClientsError
@@ -24,13 +23,7 @@ from strategies.sampling import sample_clients
 _ids = count(1)
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Flower 1.41 builds Messages only once the task identity is set."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class NodesOnlyGrid(Grid):
