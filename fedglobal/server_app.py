@@ -200,7 +200,10 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         state_grid=server_grid,  # not counted: rounds.csv as in an uninterrupted run
         state_config=ConfigRecord(dict(base_config)),
         timeout=timeout,
-        extra=lambda: {"round_end_s": list(round_end_s)},
+        extra=lambda: {
+            "round_end_s": list(round_end_s),
+            "retried_stages": list(server_grid.retried),
+        },
         # Client state (local and interval-skipped layers, compression residuals)
         # is fetched only where client and server share the machine: on Ray and
         # deployment it would send local layers to the server and wait on dead
@@ -224,6 +227,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             state_config=ConfigRecord(dict(base_config)),
             timeout=timeout,
         )
+        server_grid.retried.extend(ckpt.extra.get("retried_stages", []))
         weights = dict(ckpt.weights)
         arrays = to_record(weights)
         progress.display.print(

@@ -95,6 +95,11 @@ def test_a_retry_resends_the_failed_regions_and_reproduces_a_clean_run(
         clean[["round", "region", "split", "metric"]].values.tolist()
     )
     assert got.value.tolist() == clean.value.tolist()
+    # the checkpoint keeps the retries: a resumed run still reports them
+    more = copy.deepcopy(raw)
+    more["experiment"]["rounds"] = raw["experiment"]["rounds"] + 1
+    resumed = fedglobal.simulate(more, resume=result.run_dir, quiet=True)
+    assert resumed.summary["retried_stages"] == result.summary["retried_stages"]
 
 
 def test_retries_that_fail_again_stop_the_run_and_say_so(tiny, tmp_path, monkeypatch):
