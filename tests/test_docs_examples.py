@@ -30,13 +30,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARK = "<!-- test -->"
 FENCE = re.compile(r"^```(\w+)\s*$")
 #: Documents in which every python example must be marked (run).
-FULLY_TESTED = (
-    "docs/benchmarks.md",
-    "docs/data.md",
-    "docs/results.md",
-    "docs/strategies.md",
-    "docs/training.md",
-)
+FULLY_TESTED = ("docs/data.md", "docs/results.md", "docs/strategies.md", "docs/training.md")
 #: Documents in which every toml example must be marked (validated).
 TOML_TESTED = ("docs/results.md", "docs/strategies.md", "docs/training.md")
 #: What a toml fragment is merged into: a valid experiment without files.
