@@ -15,7 +15,7 @@ import functools
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import compress
+from clients import attacks, compress
 from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.regional import EvaluateResult, FitResult, RegionalClient
@@ -239,11 +239,13 @@ def train(message: Message, context: Context) -> Message:
     messages at once (cohort training); keep the two in step.
     """
     config = message.content["config"]
-    client = _client_for(message, context)
+    honest = _client_for(message, context)
+    client = attacks.for_training(honest)  # a label-flipped copy for a malicious region
     result = client.fit(
         _weights_for(message, context), int(config["server-round"]), **fit_options(config)
     )
-    return train_reply(message, context, client, result)
+    result = attacks.poison_update(result, message, honest.region)  # sign flip / noise
+    return train_reply(message, context, honest, result)
 
 
 @app.evaluate()
