@@ -167,6 +167,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         "train": int(getattr(strategy, "min_train_nodes", 0)),
         "evaluate": int(getattr(strategy, "min_evaluate_nodes", 0)),
     }
+    clients_are_local = bool(getattr(grid, "clients_are_local", False))
     grid = server_grid = ServerGrid(
         grid, minimum=lambda stage: minimum.get(stage, 0), retries=cfg.server.round_retries
     )
@@ -187,7 +188,6 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         strategy.bind(list(weights))
 
     round_config = ConfigRecord({**dict(base_config), "schema": schema.to_json()})
-    engine_name = str(run_config.get("engine", cfg.experiment.engine))
     checkpointer = Checkpointer(
         run_dir,
         every=cfg.server.checkpoint_every,
@@ -205,10 +205,9 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             "retried_stages": list(server_grid.retried),
         },
         # Client state (local and interval-skipped layers, compression residuals)
-        # is fetched only where client and server share the machine: on Ray and
-        # deployment it would send local layers to the server and wait on dead
-        # nodes, and resume is in-process only.
-        collect_state=engine_name == "inprocess",
+        # is fetched only from a Grid whose nodes are local (the in-process one):
+        # elsewhere it would send local layers to the server and wait on dead nodes.
+        collect_state=clients_are_local,
     )
     if ckpt is None:
         arrays = to_record(weights)

@@ -61,6 +61,10 @@ class InProcessGrid(Grid):
             be interrupted (a warning is logged after this long). None: no limit.
     """
 
+    #: The nodes run on this machine, under the ServerApp's control: checkpoints
+    #: may collect their ClientApp state without it leaving the machine.
+    clients_are_local = True
+
     def __init__(
         self,
         client_app: Any,
