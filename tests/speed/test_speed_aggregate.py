@@ -23,15 +23,22 @@ def _updates(n: int, seed: int = 0, weights: list | None = None):
     return out
 
 
+def _fma32(acc, value, factor):
+    """float32 ``acc + factor * value`` rounded once, as BLAS saxpy's fused multiply-add:
+    the float32 product is exact in float64, so only the sum is rounded (then to float32)."""
+    exact = acc.astype(np.float64) + value.astype(np.float64) * np.float64(np.float32(factor))
+    return exact.astype(np.float32)
+
+
 def _one_at_a_time(updates):
-    """The reference: sum_k (w_k / w_1) x_k in float32, one update after another."""
+    """The reference: sum_k (w_k / w_1) x_k in float32, one update after another,
+    each added with one rounding (saxpy)."""
     acc, total, first = {}, 0.0, None
     for _, arrays, w in updates:
         first = w if first is None else first
         factor = w / first
         for name, value in arrays.items():
-            term = value if factor == 1.0 else value * np.float32(factor)
-            acc[name] = term.copy() if name not in acc else acc[name] + term
+            acc[name] = _fma32(acc.get(name, np.zeros_like(value)), value, factor)
         total += factor
     return {name: value / np.float32(total) for name, value in acc.items()}
 
@@ -119,3 +126,34 @@ def test_array_view_reads_flower_arrays_without_copying():
     view = array_view(Array(value))
     np.testing.assert_array_equal(view, value)
     assert not view.flags.owndata and not view.flags.writeable
+
+
+def test_read_only_and_non_contiguous_inputs_give_the_same_average():
+    """BLAS axpy reads Flower's read-only views and strided arrays as numpy would."""
+    updates = _updates(6, seed=3)
+    frozen = []
+    for client, arrays, w in updates:
+        views = {}
+        for name, value in arrays.items():
+            view = value.copy()
+            view.flags.writeable = False
+            views[name] = view
+        frozen.append((client, views, w))
+    strided = [
+        (c, {n: np.asfortranarray(v) if v.ndim == 2 else v for n, v in a.items()}, w)
+        for c, a, w in updates
+    ]
+    expected = weighted_average(updates)
+    for variant in (frozen, strided):
+        out = weighted_average(variant)
+        for name in expected:
+            np.testing.assert_array_equal(out[name], expected[name])
+
+
+def test_float64_and_float16_layers_are_averaged_in_their_accumulators():
+    """float64 goes through daxpy, float16 through numpy into a float32 accumulator."""
+    for dtype, acc_tol in ((np.float64, 1e-12), (np.float16, 1e-3)):
+        updates = [(f"c{i}", {"w": np.full(5, i + 1, dtype)}, float(i + 1)) for i in range(4)]
+        out = weighted_average(updates)["w"]
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.astype(np.float64), 3.0, rtol=acc_tol)
