@@ -81,10 +81,9 @@ def _region(context: Context, cfg: ExperimentConfig) -> tuple[str, str | None]:
 TABLE_CACHE = 64
 #: Bytes of encoded region arrays a process keeps (least recently used first
 #: out). A fixed budget, so memory does not grow with the number of regions
-#: simulated; within it a region is encoded once, not every round (encoding is
-#: pandas work that cost more than training at 1,000 regions). A miss re-reads
-#: the region's rows from the process's cached source table and encodes them.
-CLIENT_CACHE_BYTES = 512 << 20
+#: simulated. A miss is cheap in a simulation: the region's rows are sliced from
+#: the process's once-encoded source (:func:`fedglobal.data.encode_region`).
+CLIENT_CACHE_BYTES = 128 << 20
 
 
 @functools.lru_cache(maxsize=TABLE_CACHE)
@@ -106,7 +105,7 @@ def _client(
         _clients.move_to_end(key)
         return hit[0]
     schema = data.Schema.from_json(schema_json)
-    arrays = data.encode(_table(cfg, region, data_path), schema)
+    arrays = data.encode_region(cfg, region, schema, data_path=data_path)
     client = RegionalClient(arrays, cfg, schema)
     size = sum(a.nbytes for a in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
     _clients[key] = (client, size)

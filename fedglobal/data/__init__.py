@@ -7,6 +7,7 @@ rows; the server merges them into the global :class:`Schema`
 (:func:`encode`) and trains on :func:`make_dataset` pipelines.
 """
 
+from fedglobal.data.encoded import encode_region
 from fedglobal.data.pipeline import make_dataset, shuffle_seed
 from fedglobal.data.regions import RegionTable, list_regions, load_region
 from fedglobal.data.schema import RegionArrays, Schema, encode
@@ -18,6 +19,7 @@ __all__ = [
     "RegionTable",
     "Schema",
     "encode",
+    "encode_region",
     "list_regions",
     "load_region",
     "local_stats",

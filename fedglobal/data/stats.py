@@ -125,8 +125,7 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
             sumsqs[col] = float(np.square(present).sum())
             counts[col] = int(present.size)
         else:
-            seen = {canonical_label(v) for v in series.tolist() if not pd.isna(v)}
-            vocab[col] = sorted(seen)
+            vocab[col] = sorted(_labels(series))
     stats = LocalStats(
         region=table.region,
         n_rows=len(train),
@@ -138,7 +137,7 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
     )
     y = train[target]
     if cfg.data.task == "classification":
-        labels = sort_labels(canonical_label(v) for v in y.tolist() if not pd.isna(v))
+        labels = sort_labels(_labels(y))
         return _replace(stats, labels=labels)
     t = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
     t = t[~np.isnan(t)]
@@ -148,6 +147,13 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
         target_sumsq=float(np.square(t).sum()),
         target_count=t.size,
     )
+
+
+def _labels(series: pd.Series) -> set[str]:
+    """The canonical labels of a column's present values."""
+    if series.dtype == object:  # True and 1 hash alike: label each value on its own
+        return {canonical_label(v) for v in series.tolist() if not pd.isna(v)}
+    return {canonical_label(v) for v in pd.unique(series.dropna())}
 
 
 def _replace(stats: LocalStats, **changes) -> LocalStats:

@@ -15,6 +15,7 @@ def test_exports():
         "RegionTable",
         "Schema",
         "encode",
+        "encode_region",
         "list_regions",
         "load_region",
         "local_stats",

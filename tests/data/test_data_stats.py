@@ -142,3 +142,52 @@ def test_records_fit_flower_records(tables, gapminder_cfg):
     metrics, configs = stats.to_records()
     back = LocalStats.from_records(dict(MetricRecord(metrics)), dict(ConfigRecord(configs)))
     assert back == stats
+
+
+def test_typed_columns_encode_as_the_same_values_read_as_objects(make_cfg, tmp_path):
+    """Typed columns take the block/distinct-value fast paths; the same values held as
+    Python objects take the per-value path: statistics and arrays must be identical."""
+    rng = np.random.default_rng(1)
+    n = 80
+    x = rng.normal(size=n)
+    x[[3, 17]] = np.nan
+    frame = pd.DataFrame(
+        {
+            "site": np.repeat(["a", "b"], n // 2),
+            "x": x,
+            "count": pd.array(rng.integers(0, 9, size=n), dtype="Int64"),
+            "flag": rng.integers(0, 2, size=n).astype(bool),
+            "level": pd.array(rng.integers(1, 4, size=n)).astype(float),
+            "zone": pd.Categorical(rng.choice(["north", "south", "east"], size=n)),
+            "code": pd.array(rng.choice(["k1", "k2"], size=n), dtype="string"),
+            "y": rng.integers(0, 3, size=n),
+        }
+    )
+    frame.loc[5, "count"] = pd.NA
+    frame.loc[7, "zone"] = np.nan
+    frame.to_parquet(tmp_path / "t.parquet")
+    cfg = make_cfg(source="parquet:t.parquet", region="site", target="y", task="classification")
+    tables = [load_region(cfg, r) for r in list_regions(cfg)]
+    stats = [local_stats(t, cfg) for t in tables]
+    schema = merge_stats(stats, cfg)
+
+    def as_objects(table: RegionTable) -> RegionTable:
+        def obj(f: pd.DataFrame) -> pd.DataFrame:
+            out = f.astype(object)
+            return out.where(f.notna(), None)
+
+        return RegionTable(region=table.region, train=obj(table.train), test=obj(table.test))
+
+    objects = [as_objects(t) for t in tables]
+    assert all(pd.api.types.is_object_dtype(d) for d in objects[0].train.dtypes)
+    boxed_stats = [local_stats(t, cfg) for t in objects]
+    assert [s.labels for s in boxed_stats] == [s.labels for s in stats]
+    for typed_stats, object_stats in zip(stats, boxed_stats, strict=True):
+        for col in ("zone", "code"):  # object columns of numbers count as categorical
+            assert typed_stats.vocab[col] == object_stats.vocab[col]
+    assert set(schema.numeric) == {"x", "count", "flag", "level"}
+    for typed, boxed in zip(tables, objects, strict=True):
+        fast, slow = encode(typed, schema), encode(boxed, schema)
+        for field in ("x_train", "y_train", "x_test", "y_test"):
+            np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+    assert schema.classes == ["0", "1", "2"]
