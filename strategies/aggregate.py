@@ -26,13 +26,12 @@ No Flower import here: these are plain functions over ``numpy`` arrays.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.linalg.blas import daxpy, saxpy
-from threadpoolctl import ThreadpoolController
 
 from .errors import (
     DtypeMismatchError,
@@ -200,14 +199,20 @@ def _finish(acc: np.ndarray, divisor: float, dtype: np.dtype) -> np.ndarray:
     return acc.astype(dtype)
 
 
-#: BLAS ``axpy`` by accumulator dtype (same-dtype inputs only; others use numpy).
-_AXPY = {np.dtype(np.float32): saxpy, np.dtype(np.float64): daxpy}
-_BLAS = ThreadpoolController()
+@functools.cache
+def _blas() -> tuple[dict, object]:
+    """BLAS ``axpy`` by accumulator dtype, and a thread-pool controller. Imported on
+    first use: scipy.linalg adds 0.4 s to every process start, aggregating or not."""
+    from scipy.linalg.blas import daxpy, saxpy
+    from threadpoolctl import ThreadpoolController
+
+    return {np.dtype(np.float32): saxpy, np.dtype(np.float64): daxpy}, ThreadpoolController()
 
 
 def _add_scaled(sink: np.ndarray, value: np.ndarray, factor: float, buf: np.ndarray) -> None:
-    """``sink += factor * value`` in place (``sink`` contiguous, 1-D)."""
-    axpy = _AXPY.get(sink.dtype) if value.dtype == sink.dtype else None
+    """``sink += factor * value`` in place (``sink`` contiguous, 1-D); BLAS ``axpy`` for
+    same-dtype float32/float64 (one rounding), numpy multiply-then-add otherwise."""
+    axpy = _blas()[0].get(sink.dtype) if value.dtype == sink.dtype else None
     if axpy is not None:
         axpy(value, sink, a=factor)  # writes into sink: a contiguous array of its dtype
     elif factor == 1.0:
@@ -274,7 +279,7 @@ def _flush(
     """
     if not window:
         return
-    with _BLAS.limit(limits=1, user_api="blas"):  # threads cost more than they give here
+    with _blas()[1].limit(limits=1, user_api="blas"):  # threads cost more than they give here
         for name, sink in acc.items():
             _flush_layer(window, name, sink, tmp.get(name), validate and name in finite)
     window.clear()
