@@ -181,6 +181,7 @@ def child_run(configs: list[str], output_dir: str, engine: str) -> None:
 
             rounds = pd.read_csv(rounds_csv).to_dict("records")
         accuracy = result.metric("accuracy")
+        data_mb = _dataset_mb(config) if "scale" in Path(config).name else None
         out.append(
             {
                 "import_s": round(imported - started, 2) if i == 0 else 0.0,
@@ -191,9 +192,28 @@ def child_run(configs: list[str], output_dir: str, engine: str) -> None:
                 "rounds": rounds,
                 "comm": summary.get("comm", {}),
                 "regions": summary.get("num_regions"),
+                "dataset_mb": data_mb,
             }
         )
     print(json.dumps(out))
+
+
+def _dataset_mb(config: str) -> float:
+    """MB this process holds of the dataset itself: the source table as read, the
+    cleaned table and the encoded arrays (the data layer's per-process caches).
+    They grow with the total number of rows; everything else is the framework's."""
+    from fedglobal.config import load_config
+    from fedglobal.data import encoded, regions, sources
+
+    cfg = load_config(config)
+    raw = sources.read_source(cfg)
+    prepared = regions._prepared_source(cfg)
+    total = raw.memory_usage(deep=True).sum() + prepared.frame.memory_usage(deep=True).sum()
+    total += sum(g.nbytes for g in prepared.groups.values())
+    for held, whole in encoded._cache.values():
+        if held is prepared and whole is not None:
+            total += sum(a.nbytes for a in whole)
+    return round(float(total) / 2**20, 1)
 
 
 def child_aggregation(clients: int, params: int) -> None:
@@ -395,54 +415,77 @@ def _scale_data(folder: Path, regions: int, rows: int = 200, features: int = 20)
     return path
 
 
+def _scale_run(folder: Path, regions: int, fraction: float) -> dict:
+    path = _scale_data(folder, regions)
+    name = f"scale{regions}-{round(fraction * 100)}pct"
+    raw = {
+        "experiment": {"name": name, "seed": 0, "rounds": 3},
+        "data": {
+            "source": f"parquet:{path}",
+            "region": "region",
+            "target": "y",
+            "task": "classification",
+            "test_fraction": 0.2,
+        },
+        "model": {"name": "mlp", "hidden": [32]},
+        "client": {"batch_size": 20, "epochs": 1, "optimizer": "sgd", "cohort": True},
+        "strategy": {
+            "fraction_train": fraction,
+            "fraction_evaluate": fraction,
+            "min_train_clients": 2,
+            "min_evaluate_clients": 2,
+            "min_available_clients": 2,
+        },
+        "output": {"tensorboard": False, "plots": False},
+    }
+    r = _run(raw, folder, name, timeout=3600)
+    path.unlink()
+    r["per_round_s"] = [row["seconds"] for row in r["rounds"] if row["round"] >= 1]
+    r["sampled"] = round(regions * fraction)
+    r["framework_mb"] = r["max_rss_mb"] - r["dataset_mb"]
+    return r
+
+
+def _scale_row(regions: int, r: dict) -> tuple[str, str]:
+    per_round = r["per_round_s"]
+    return (
+        f"{regions:>6} regions ({r['sampled']} trained/round)",
+        f"peak RSS {r['max_rss_mb']:.0f} MB (dataset {r['dataset_mb']:.0f} MB) | "
+        f"rounds 1-{len(per_round)}: "
+        + ", ".join(f"{s:.2f}" for s in per_round)
+        + f" s | start-up+schema {r['rounds'][0]['seconds'] if r['rounds'] else 0:.1f} s"
+        + f" | wall {r['wall_s']:.0f} s",
+    )
+
+
 def section_scale(folder: Path, results: dict, sizes: list[int]) -> None:
-    out = {}
-    rows = []
-    for regions in sizes:
-        path = _scale_data(folder, regions)
-        raw = {
-            "experiment": {
-                "name": f"scale{regions}",
-                "seed": 0,
-                "rounds": 3 if regions < 10**4 else 2,
-            },
-            "data": {
-                "source": f"parquet:{path}",
-                "region": "region",
-                "target": "y",
-                "task": "classification",
-                "test_fraction": 0.2,
-            },
-            "model": {"name": "mlp", "hidden": [32]},
-            "client": {"batch_size": 20, "epochs": 1, "optimizer": "sgd", "cohort": True},
-            "strategy": {
-                "fraction_train": 0.1,
-                "fraction_evaluate": 0.1,
-                "min_train_clients": 2,
-                "min_evaluate_clients": 2,
-                "min_available_clients": 2,
-            },
-            "output": {"tensorboard": False, "plots": False},
-        }
-        r = _run(raw, folder, f"scale{regions}", timeout=3600)
-        per_round = [row["seconds"] for row in r["rounds"] if row["round"] >= 1]
-        r["per_round_s"] = per_round
-        out[regions] = r
-        rows.append(
-            (
-                f"{regions:>6} regions ({regions // 10} trained/round)",
-                f"peak RSS {r['max_rss_mb']:.0f} MB | rounds 1-{len(per_round)}: "
-                + ", ".join(f"{s:.2f}" for s in per_round)
-                + f" s | start-up+schema {r['rounds'][0]['seconds'] if r['rounds'] else 0:.1f} s"
-                + f" | wall {r['wall_s']:.0f} s",
-            )
-        )
-        path.unlink()
+    """10% of the regions per round at each size; then, to separate the total number
+    of regions from the number sampled, the largest size again with the sampled count
+    of the one before (e.g. 10,000 regions at 1% against 1,000 at 10%)."""
+    out = {regions: _scale_run(folder, regions, 0.1) for regions in sizes}
+    rows = [_scale_row(regions, r) for regions, r in out.items()]
     for a, b in itertools.pairwise(sizes):
         # the last round: no XLA compile (round 1 compiles the cohort program)
         ta, tb = out[a]["per_round_s"][-1], out[b]["per_round_s"][-1]
         rows.append((f"RATIO last-round time {b}/{a} (clients x{b // a})", _ratio(tb, ta)))
         rows.append((f"RATIO peak RSS {b}/{a}", _ratio(out[b]["max_rss_mb"], out[a]["max_rss_mb"])))
+        rest = out[b]["framework_mb"], out[a]["framework_mb"]
+        rows.append((f"RATIO peak RSS minus dataset {b}/{a}", _ratio(*rest)))
+    if len(sizes) >= 2:
+        small, big = sizes[-2], sizes[-1]
+        same = _scale_run(folder, big, 0.1 * small / big)
+        out[f"{big}-same-sampled"] = same
+        rows.append(_scale_row(big, same))
+        rows += [
+            (
+                f"RATIO last-round time {big}/{small} regions, {same['sampled']} sampled both",
+                _ratio(same["per_round_s"][-1], out[small]["per_round_s"][-1]),
+            ),
+            (
+                f"RATIO peak RSS minus dataset, {same['sampled']} sampled both",
+                _ratio(same["framework_mb"], out[small]["framework_mb"]),
+            ),
+        ]
     results["scale"] = out
     _print("4. scale: regions of 200 rows, 10% trained and evaluated per round", rows)
 

@@ -235,8 +235,9 @@ def _prepare(
     if region_col is not None:
         regions = raw[region_col]
         keep = regions.notna().to_numpy()
-        raw, regions = raw.loc[keep], regions.loc[keep]
-        regions = regions.map(canonical_label)
+        if not keep.all():
+            raw, regions = raw.loc[keep], regions.loc[keep]
+        regions = _canonical(regions)
         if local and data.partition == "column":
             mine = (regions == local_region).to_numpy()
             if not mine.any():
@@ -256,7 +257,7 @@ def _prepare(
     if len(frame) == 0:
         raise DataError(f"{origin}: no rows left after dropping rows with missing values")
     if data.task == "classification" and not local:
-        labels = frame[target].map(canonical_label).unique().tolist()
+        labels = _canonical(frame[target]).unique().tolist()
         if len(labels) < 2:
             raise DataError(
                 f"target {target!r} has only one class ({show(labels)}) in {origin}: "
@@ -280,6 +281,20 @@ def _prepare(
     if not kept:
         raise DataError(f"{origin}: every region has fewer than {data.min_region_rows} rows")
     return _Prepared(frame=frame, features=features, target=target, groups=kept, rare=rare)
+
+
+def _canonical(series: pd.Series) -> pd.Series:
+    """``series.map(canonical_label)``; a typed column labels each distinct value once
+    (not one Python call and string per row: 2M rows at 10,000 regions)."""
+    if series.dtype == object:
+        if pd.api.types.infer_dtype(series, skipna=False) == "string":
+            return series  # every value is already its own label
+        return series.map(canonical_label)  # True and 1 hash alike: one by one
+    codes, uniques = pd.factorize(series)
+    absent = series[codes < 0]
+    missing = canonical_label(absent.iloc[0]) if len(absent) else None  # as map labels it
+    labels = np.array([canonical_label(u) for u in uniques] + [missing], dtype=object)
+    return pd.Series(labels[codes], index=series.index, name=series.name)
 
 
 def _clean_target(frame: pd.DataFrame, target: str, cfg: ExperimentConfig, origin: str):
@@ -359,7 +374,7 @@ def _assign_regions(
     if data.partition == "iid":
         assignment = iid_partition(n, data.num_regions, seed)
     else:
-        labels = frame[target].map(canonical_label).to_numpy()
+        labels = _canonical(frame[target]).to_numpy()
         assignment = dirichlet_partition(labels, data.num_regions, data.alpha, seed)
     return _group_positions(np.asarray(assignment), names)
 

