@@ -14,6 +14,17 @@ QUICKSTART = ROOT / "experiments" / "quickstart.toml"
 
 
 @pytest.fixture
+def task_identity():
+    """Messages can be built outside a Flower runtime (Flower reads TaskIdentity)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 5, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture
 def quickstart_path() -> Path:
     return QUICKSTART
 

@@ -53,8 +53,9 @@ class InProcessGrid(Grid):
         run_id: the run's id.
         cohort: the batched train entry (``clients.cohort:train_cohort``) or None:
             all train messages pulled together are handed to it at once.
-        pool: a :class:`~fedglobal.engines.pool.WorkerPool`; region ``i`` is served
-            by worker ``i % workers``. None: this process serves every region.
+        pool: a :class:`~fedglobal.engines.pool.WorkerPool`, which shares each
+            delivery out over its workers (a region with client state stays with the
+            worker holding it). None: this process serves every region.
         reply_timeout: seconds a worker process has to reply to a batch before it
             is killed and replaced, its regions getting error replies
             (``experiment.round_timeout``); regions served by this process cannot
@@ -159,8 +160,8 @@ def run_inprocess(
     ``[client] cohort`` hands each round's train and evaluate messages to the
     batched entry point ``clients.cohort:run_cohort``. ``experiment.workers = N``
     (N > 1) trains in N processes, this one and N - 1 workers started first
-    (:mod:`fedglobal.engines.pool`); region ``i`` is always served by process
-    ``i % N``. A script that sets it must guard its top level with
+    (:mod:`fedglobal.engines.pool`), each stage's regions shared out evenly. A script
+    that sets it must guard its top level with
     ``if __name__ == "__main__":`` (workers are started with the *spawn* method).
     """
     run_id = zlib.crc32(f"{cfg.experiment.name}:{cfg.experiment.seed}".encode()) or 1

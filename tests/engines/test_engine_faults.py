@@ -4,8 +4,9 @@ Faults are injected for real through ``FEDGLOBAL_FAULTS`` (:mod:`clients.faults`
 read by the ClientApp's ``fault_mod`` in whichever process serves the region
 (the worker pool mirrors the variable into its workers). The tiny experiment
 has 3 regions (africa, asia, europe) and needs 2 train replies per round.
-With ``workers = 2``, asia (region index 1) is served by the one worker
-process; africa and europe by the server's own process.
+With ``workers = 2`` each stage's three regions are shared out in order to
+the least loaded process: africa and europe to the server's own, asia to the
+one worker process.
 """
 
 from __future__ import annotations

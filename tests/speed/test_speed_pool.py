@@ -79,6 +79,38 @@ def test_pool_gives_the_same_history_as_in_process(experiment, cohort):
     assert pool.STARTED and not any(_alive(pid) for pid in pool.STARTED)
 
 
+def test_regions_with_client_state_stay_with_their_worker(experiment):
+    """FedPer keeps each region's head in its Context: over 3 rounds of 3 of 5 regions,
+    a region must come back to the process holding its head, or its personalised
+    results would differ from the single-process run."""
+    base = _with(
+        experiment,
+        experiment={"rounds": 3, "seed": 1},  # round 1 trains r1 in process 0, not 1
+        strategy={"name": "fedper", "fraction_train": 0.6, "min_train_clients": 2},
+    )
+    alone = fedglobal.simulate(base, quiet=True).history
+    pooled = fedglobal.simulate(_with(base, experiment={"workers": 2}), quiet=True).history
+    pd.testing.assert_frame_equal(alone, pooled)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_each_delivery_is_shared_out_evenly_but_state_stays_home():
+    from flwr.app import Message, RecordDict
+
+    def items(nodes):
+        return [(n, f"r{n}", Message(RecordDict(), n, "train")) for n in nodes]
+
+    with pool.WorkerPool(2, "clients.app:app", None, run_id=1, in_process=True) as workers:
+        # a fixed i % 2 map would give slot 1 none of these
+        assert workers.shares(items([2, 4, 6, 8])) == {0: [0, 2], 1: [1, 3]}
+        workers._home.update({4: 0, 8: 0})  # 4 and 8 hold state in this process
+        assert workers.shares(items([2, 4, 6, 8])) == {1: [0, 2], 0: [1, 3]}
+        assert workers.shares(items([4, 8, 1])) == {0: [0, 1], 1: [2]}
+        workers._replace(0, "test")  # slot 1's state is lost with it, slot 0's kept
+        assert workers._home == {4: 0, 8: 0}
+    assert not any(_alive(pid) for pid in pool.STARTED)
+
+
 def test_workers_are_gone_after_an_exception(experiment):
     def boom(server_round, metrics):
         raise RuntimeError("stop here")
