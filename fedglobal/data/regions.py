@@ -49,7 +49,14 @@ from fedglobal.data.partition import dirichlet_partition, iid_partition, region_
 from fedglobal.data.sources import read_file, read_source
 from fedglobal.errors import DataError
 
-__all__ = ["RegionTable", "feature_columns", "list_regions", "load_region", "target_column"]
+__all__ = [
+    "RegionTable",
+    "feature_columns",
+    "list_regions",
+    "load_region",
+    "region_sizes",
+    "target_column",
+]
 
 _INDEX_COLUMNS = ("rownames",)
 _CACHE_SIZE = 8
@@ -82,6 +89,11 @@ def list_regions(cfg: ExperimentConfig) -> list[str]:
     Deterministic in (source, seed).
     """
     return sorted(_prepared_source(cfg).groups)
+
+
+def region_sizes(cfg: ExperimentConfig) -> dict[str, int]:
+    """``{region: number of rows}`` (train and test) for the regions of :func:`list_regions`."""
+    return {name: len(rows) for name, rows in _prepared_source(cfg).groups.items()}
 
 
 def load_region(cfg: ExperimentConfig, region: str, *, data_path: str | None = None) -> RegionTable:

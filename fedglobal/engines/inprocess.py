@@ -36,6 +36,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedglobal.config import ExperimentConfig
+from fedglobal.data.regions import region_sizes
 from fedglobal.engines import CLIENT_APP, COHORT, SERVER_APP, load_component
 from fedglobal.engines.pool import LocalNodes, WorkerPool, set_threads
 
@@ -173,6 +174,7 @@ def run_inprocess(
         if workers > 1:  # this process is worker 0; workers - 1 others are started first
             pool = WorkerPool(workers, CLIENT_APP, cohort_ref, run_id=run_id, in_process=True)
             stack.enter_context(pool)
+            pool.costs = {r: float(n) for r, n in region_sizes(cfg).items()}  # work ~ rows
             set_threads(pool.threads)
             client_app = load_component(CLIENT_APP)
             cohort = load_component(cohort_ref) if cohort_ref else None

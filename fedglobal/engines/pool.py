@@ -10,7 +10,8 @@ context), each with its own :class:`LocalNodes`, its own TensorFlow thread
 pools (``intra_op`` = cores / workers, ``inter_op`` = 1, set before any
 TensorFlow work, so workers do not oversubscribe the cores) and its own
 per-process caches (compiled models, region data). Each delivery is shared out
-evenly: a region goes to the least loaded worker, unless its ``Context.state``
+evenly: largest region first (by :attr:`WorkerPool.costs`, its rows), each goes to
+the least loaded worker, unless its ``Context.state``
 holds something (local layers, error-feedback residuals): then it is pinned to
 the worker that holds that state. A region's results do not depend on the
 process that trains it (its randomness comes from (seed, round, region)); a
@@ -233,9 +234,9 @@ MIRRORED_ENV = ("FEDGLOBAL_ATTACK", "FEDGLOBAL_FAULTS")
 class WorkerPool:
     """``workers`` training processes sharing out each delivery's regions.
 
-    Each delivery's items go, in order, to the least loaded worker (ties: the
-    lowest index), except regions whose Context holds state, which go back to
-    the worker holding it (see the module docstring). With
+    Each delivery's items go, largest first, to the least loaded worker, except
+    regions whose Context holds state, which go back to the worker holding it
+    (see :meth:`shares` and the module docstring). With
     ``in_process``, worker 0 is this process (the :class:`LocalNodes` given to
     :meth:`serve_locally`), so ``workers - 1`` processes are started: on 2 cores,
     ``workers = 2`` trains in this process and one other, and pays one more
@@ -279,6 +280,8 @@ class WorkerPool:
         self.replaced: list[dict[str, Any]] = []
         #: node id -> worker slot holding that node's Context state
         self._home: dict[int, int] = {}
+        #: region -> relative cost of its messages (e.g. its number of rows); 1 if absent
+        self.costs: dict[str, float] = {}
         for _ in range(workers - (1 if in_process else 0)):
             proc, parent = self._start()
             self._procs.append(proc)
@@ -433,21 +436,27 @@ class WorkerPool:
         return [m for m in out if m is not None]
 
     def shares(self, items: Sequence[tuple[int, str, Message]]) -> dict[int, list[int]]:
-        """``{worker slot: positions in items}``: regions with state go to the worker
-        holding it; the others, in order, to the least loaded slot (ties: lowest)."""
-        load = [0] * self.workers
+        """``{worker slot: positions in items}``. Regions with state go to the worker
+        holding it; the others, largest first (:attr:`costs`, else 1 each), to the
+        least loaded slot, which balances the work (LPT). Ties go to the highest
+        slot: slot 0 (``in_process``) is the server's own process, busy between
+        deliveries too, so it gets the lighter share."""
+        load = [0.0] * self.workers
         slot_of: list[int | None] = []
-        for _, _, message in items:
+        for _, region, message in items:
             home = self._home.get(message.metadata.dst_node_id)
             slot_of.append(home)
             if home is not None:
-                load[home] += 1
+                load[home] += self.costs.get(region, 1.0)
+        free = [i for i, home in enumerate(slot_of) if home is None]
+        free.sort(key=lambda i: -self.costs.get(items[i][1], 1.0))  # stable: ties in order
+        for i in free:
+            slot = min(range(self.workers), key=lambda k: (load[k], -k))
+            load[slot] += self.costs.get(items[i][1], 1.0)
+            slot_of[i] = slot
         shares: dict[int, list[int]] = {}
-        for i, home in enumerate(slot_of):
-            if home is None:
-                home = min(range(self.workers), key=load.__getitem__)
-                load[home] += 1
-            shares.setdefault(home, []).append(i)
+        for i, slot in enumerate(slot_of):
+            shares.setdefault(slot, []).append(i)
         return shares
 
     def close(self, timeout: float = 10.0) -> None:

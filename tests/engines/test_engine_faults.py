@@ -4,9 +4,9 @@ Faults are injected for real through ``FEDGLOBAL_FAULTS`` (:mod:`clients.faults`
 read by the ClientApp's ``fault_mod`` in whichever process serves the region
 (the worker pool mirrors the variable into its workers). The tiny experiment
 has 3 regions (africa, asia, europe) and needs 2 train replies per round.
-With ``workers = 2`` each stage's three regions are shared out in order to
-the least loaded process: africa and europe to the server's own, asia to the
-one worker process.
+With ``workers = 2`` each stage's regions are shared out by rows, largest first,
+to the least loaded process, ties to the worker: europe (115 rows, the largest)
+goes to the one worker process, africa and asia (90 + 95) to the server's own.
 """
 
 from __future__ import annotations
@@ -118,31 +118,31 @@ def test_retries_that_fail_again_stop_the_run_and_say_so(tiny, tmp_path, monkeyp
 def test_a_worker_process_that_dies_mid_round_fails_its_regions_and_is_replaced(
     tiny, tmp_path, monkeypatch
 ):
-    _plan(monkeypatch, {"region": "asia", "round": 1, "kind": "exit"})
+    _plan(monkeypatch, {"region": "europe", "round": 1, "kind": "exit"})
     started = len(pool.STARTED)
     result = fedglobal.simulate(_raw(tiny, tmp_path, workers=2), quiet=True)
     (failed,) = result.summary["failed_replies"]
-    assert (failed["round"], failed["stage"], failed["region"]) == (1, "train", "asia")
+    assert (failed["round"], failed["stage"], failed["region"]) == (1, "train", "europe")
     dead = pool.STARTED[started]
     assert (
         f"worker process {dead} died (exit code {faults.EXIT_CODE}) mid-round" in (failed["reason"])
     )
-    assert f"region asia: worker process {dead} died" in failed["reason"]
-    assert _trained(result, 1) == {"africa", "europe", "all"}
-    # a new worker took its place: asia evaluates in round 1 and trains in round 2
+    assert f"region europe: worker process {dead} died" in failed["reason"]
+    assert _trained(result, 1) == {"africa", "asia", "all"}
+    # a new worker took its place: europe evaluates in round 1 and trains in round 2
     assert len(pool.STARTED) == started + 2
     assert _trained(result, 2) == {"africa", "asia", "europe", "all"}
 
 
 def test_a_hung_worker_is_killed_after_the_round_timeout(tiny, tmp_path, monkeypatch):
-    _plan(monkeypatch, {"region": "asia", "round": 1, "kind": "hang", "seconds": 600})
+    _plan(monkeypatch, {"region": "europe", "round": 1, "kind": "hang", "seconds": 600})
     started = len(pool.STARTED)
     result = fedglobal.simulate(_raw(tiny, tmp_path, workers=2, round_timeout=20.0), quiet=True)
     (failed,) = result.summary["failed_replies"]
-    assert (failed["round"], failed["stage"], failed["region"]) == (1, "train", "asia")
+    assert (failed["round"], failed["stage"], failed["region"]) == (1, "train", "europe")
     hung = pool.STARTED[started]
     assert f"worker process {hung} killed after no reply within 20s" in failed["reason"]
-    assert _trained(result, 1) == {"africa", "europe", "all"}
+    assert _trained(result, 1) == {"africa", "asia", "all"}
     assert _trained(result, 2) == {"africa", "asia", "europe", "all"}
 
 

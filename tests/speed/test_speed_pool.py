@@ -101,13 +101,16 @@ def test_each_delivery_is_shared_out_evenly_but_state_stays_home():
         return [(n, f"r{n}", Message(RecordDict(), n, "train")) for n in nodes]
 
     with pool.WorkerPool(2, "clients.app:app", None, run_id=1, in_process=True) as workers:
-        # a fixed i % 2 map would give slot 1 none of these
-        assert workers.shares(items([2, 4, 6, 8])) == {0: [0, 2], 1: [1, 3]}
+        # a fixed i % 2 map would give slot 1 none of these; ties go to the worker (1)
+        assert workers.shares(items([2, 4, 6, 8])) == {1: [0, 2], 0: [1, 3]}
         workers._home.update({4: 0, 8: 0})  # 4 and 8 hold state in this process
         assert workers.shares(items([2, 4, 6, 8])) == {1: [0, 2], 0: [1, 3]}
         assert workers.shares(items([4, 8, 1])) == {0: [0, 1], 1: [2]}
         workers._replace(0, "test")  # slot 1's state is lost with it, slot 0's kept
         assert workers._home == {4: 0, 8: 0}
+        workers._home.clear()
+        workers.costs = {"r2": 5.0, "r4": 1.0, "r6": 1.0, "r8": 3.0}  # rows: balance the work
+        assert workers.shares(items([2, 4, 6, 8])) == {1: [0], 0: [1, 2, 3]}
     assert not any(_alive(pid) for pid in pool.STARTED)
 
 
