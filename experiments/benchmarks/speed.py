@@ -206,16 +206,16 @@ def _dataset_mb(config: str) -> float:
     cleaned table and the encoded arrays (the data layer's per-process caches).
     They grow with the total number of rows; everything else is the framework's."""
     from fedglobal.config import load_config
-    from fedglobal.data import encoded, regions, sources
+    from fedglobal.data import regions, sources
 
     cfg = load_config(config)
     raw = sources.read_source(cfg)
     prepared = regions._prepared_source(cfg)
     total = raw.memory_usage(deep=True).sum() + prepared.frame.memory_usage(deep=True).sum()
     total += sum(g.nbytes for g in prepared.groups.values())
-    for held, whole in encoded._cache.values():
-        if held is prepared and whole is not None:
-            total += sum(a.nbytes for a in whole)
+    for held, built in regions._cache.values():
+        if held is prepared and isinstance(built, tuple):  # the encoded (x, y) of the source
+            total += sum(a.nbytes for a in built)
     return round(float(total) / 2**20, 1)
 
 

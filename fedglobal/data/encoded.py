@@ -19,20 +19,12 @@ A region's own file (``data_path``, deployment) always takes the per-region path
 
 from __future__ import annotations
 
-import collections
-import threading
-
 from fedglobal.config import ExperimentConfig
-from fedglobal.data.regions import _Prepared, _prepared_source, _split, load_region
+from fedglobal.data.regions import _cached, _Prepared, _prepared_source, _split, load_region
 from fedglobal.data.schema import RegionArrays, Schema, _encode_split, encode
 from fedglobal.errors import DataError
 
 __all__ = ["encode_region"]
-
-#: Encoded source tables a process keeps (one per (table, schema)).
-_CACHE_SIZE = 2
-_cache: collections.OrderedDict[tuple, tuple[_Prepared, tuple | None]] = collections.OrderedDict()
-_lock = threading.Lock()
 
 
 def encode_region(
@@ -54,24 +46,12 @@ def encode_region(
 
 def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
     """``(x, y)`` of every row of the prepared source, or None if some row cannot be
-    encoded. The entry holds ``prepared`` so its id cannot be reused while cached."""
-    key = (id(prepared), schema.to_json())
-    with _lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit[1]
+    encoded (cached with the prepared sources, :func:`fedglobal.data.regions._cached`)."""
+
+    def build() -> tuple | None:
         try:
-            whole = _encode_split(prepared.frame, schema, "(every region)", "all")
+            return _encode_split(prepared.frame, schema, "(every region)", "all")
         except DataError:
-            whole = None  # the per-region path will name the region at fault
-        _cache[key] = (prepared, whole)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-        return whole
+            return None  # the per-region path will name the region at fault
 
-
-def _clear() -> None:
-    """Forget the encoded tables (tests)."""
-    with _lock:
-        _cache.clear()
+    return _cached(prepared, ("encoded", schema.to_json()), build)

@@ -36,15 +36,24 @@ import collections
 import dataclasses
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fedglobal.config import ExperimentConfig
 from fedglobal.data import synthetic
-from fedglobal.data._util import canonical_label, show, sort_labels, stable_hash, suggest
+from fedglobal.data._util import (
+    canonical_label,
+    canonical_labels,
+    show,
+    sort_labels,
+    stable_hash,
+    suggest,
+)
 from fedglobal.data.partition import dirichlet_partition, iid_partition, region_names
 from fedglobal.data.sources import read_file, read_source
 from fedglobal.errors import DataError
@@ -143,23 +152,24 @@ def feature_columns(table: RegionTable, cfg: ExperimentConfig) -> list[str]:
 
 # -- preparation -------------------------------------------------------------
 
-_cache: collections.OrderedDict[tuple, tuple[pd.DataFrame, _Prepared]] = collections.OrderedDict()
+_cache: collections.OrderedDict[tuple, tuple[object, Any]] = collections.OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _cached(raw: pd.DataFrame, key: tuple, build) -> _Prepared:
-    # The entry holds ``raw`` so that id(raw) cannot be reused while it is cached.
-    full_key = (id(raw), *key)
+def _cached(source: object, key: tuple, build: Callable[[], Any]) -> Any:
+    """``build()`` derived from ``source`` (a table, a prepared source), cached per process
+    by (id(source), key); the entry holds ``source`` so its id cannot be reused meanwhile."""
+    full_key = (id(source), *key)
     with _cache_lock:
         hit = _cache.get(full_key)
         if hit is not None:
             _cache.move_to_end(full_key)
             return hit[1]
-        prepared = build()
-        _cache[full_key] = (raw, prepared)
+        built = build()
+        _cache[full_key] = (source, built)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
-        return prepared
+        return built
 
 
 def _data_key(cfg: ExperimentConfig) -> tuple:
@@ -249,7 +259,7 @@ def _prepare(
         keep = regions.notna().to_numpy()
         if not keep.all():
             raw, regions = raw.loc[keep], regions.loc[keep]
-        regions = _canonical(regions)
+        regions = canonical_labels(regions)
         if local and data.partition == "column":
             mine = (regions == local_region).to_numpy()
             if not mine.any():
@@ -269,7 +279,7 @@ def _prepare(
     if len(frame) == 0:
         raise DataError(f"{origin}: no rows left after dropping rows with missing values")
     if data.task == "classification" and not local:
-        labels = _canonical(frame[target]).unique().tolist()
+        labels = canonical_labels(frame[target]).unique().tolist()
         if len(labels) < 2:
             raise DataError(
                 f"target {target!r} has only one class ({show(labels)}) in {origin}: "
@@ -293,20 +303,6 @@ def _prepare(
     if not kept:
         raise DataError(f"{origin}: every region has fewer than {data.min_region_rows} rows")
     return _Prepared(frame=frame, features=features, target=target, groups=kept, rare=rare)
-
-
-def _canonical(series: pd.Series) -> pd.Series:
-    """``series.map(canonical_label)``; a typed column labels each distinct value once
-    (not one Python call and string per row: 2M rows at 10,000 regions)."""
-    if series.dtype == object:
-        if pd.api.types.infer_dtype(series, skipna=False) == "string":
-            return series  # every value is already its own label
-        return series.map(canonical_label)  # True and 1 hash alike: one by one
-    codes, uniques = pd.factorize(series)
-    absent = series[codes < 0]
-    missing = canonical_label(absent.iloc[0]) if len(absent) else None  # as map labels it
-    labels = np.array([canonical_label(u) for u in uniques] + [missing], dtype=object)
-    return pd.Series(labels[codes], index=series.index, name=series.name)
 
 
 def _clean_target(frame: pd.DataFrame, target: str, cfg: ExperimentConfig, origin: str):
@@ -386,7 +382,7 @@ def _assign_regions(
     if data.partition == "iid":
         assignment = iid_partition(n, data.num_regions, seed)
     else:
-        labels = _canonical(frame[target]).to_numpy()
+        labels = canonical_labels(frame[target]).to_numpy()
         assignment = dirichlet_partition(labels, data.num_regions, data.alpha, seed)
     return _group_positions(np.asarray(assignment), names)
 

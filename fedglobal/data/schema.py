@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from fedglobal.data._util import canonical_label, log_transform, show
+from fedglobal.data._util import canonical_label, canonical_labels, log_transform, show
 from fedglobal.data.regions import RegionTable
 from fedglobal.errors import DataError
 
@@ -175,11 +175,6 @@ def _numeric_dtype(series: pd.Series) -> bool:
 
 def _codes(series: pd.Series, categories: list[str]) -> np.ndarray:
     """Index of each value's canonical string in ``categories``; -1 if missing or unseen."""
-    if series.dtype == object:  # True and 1 hash alike: label each value on its own
-        strings = [None if pd.isna(v) else canonical_label(v) for v in series.tolist()]
-        return np.asarray(pd.Categorical(strings, categories=categories).codes, dtype=np.int64)
-    # A typed column: label its few distinct values, not every row.
-    inverse, uniques = pd.factorize(series)  # missing -> -1
-    index = {label: k for k, label in enumerate(categories)}
-    mapped = np.array([index.get(canonical_label(u), -1) for u in uniques], dtype=np.int64)
-    return np.where(inverse >= 0, mapped[np.maximum(inverse, 0)] if len(mapped) else -1, -1)
+    labels = np.array(canonical_labels(series), dtype=object)  # a copy: written below
+    labels[series.isna().to_numpy()] = None
+    return np.asarray(pd.Categorical(labels, categories=categories).codes, dtype=np.int64)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fedglobal.config import ExperimentConfig
-from fedglobal.data._util import canonical_label, log_transform, show, sort_labels
+from fedglobal.data._util import canonical_labels, log_transform, show, sort_labels
 from fedglobal.data.regions import RegionTable, feature_columns, target_column
 from fedglobal.data.schema import Schema
 from fedglobal.errors import DataError
@@ -125,7 +125,7 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
             sumsqs[col] = float(np.square(present).sum())
             counts[col] = int(present.size)
         else:
-            vocab[col] = sorted(_labels(series))
+            vocab[col] = sorted(set(canonical_labels(series.dropna())))
     stats = LocalStats(
         region=table.region,
         n_rows=len(train),
@@ -137,7 +137,7 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
     )
     y = train[target]
     if cfg.data.task == "classification":
-        labels = sort_labels(_labels(y))
+        labels = sort_labels(canonical_labels(y.dropna()))
         return _replace(stats, labels=labels)
     t = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
     t = t[~np.isnan(t)]
@@ -147,13 +147,6 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
         target_sumsq=float(np.square(t).sum()),
         target_count=t.size,
     )
-
-
-def _labels(series: pd.Series) -> set[str]:
-    """The canonical labels of a column's present values."""
-    if series.dtype == object:  # True and 1 hash alike: label each value on its own
-        return {canonical_label(v) for v in series.tolist() if not pd.isna(v)}
-    return {canonical_label(v) for v in pd.unique(series.dropna())}
 
 
 def _replace(stats: LocalStats, **changes) -> LocalStats:

@@ -14,17 +14,9 @@ from fedglobal.data import (
     local_stats,
     merge_stats,
 )
-from fedglobal.data.encoded import _clear
 from fedglobal.errors import DataError
 
 FIELDS = ("x_train", "y_train", "x_test", "y_test")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    _clear()
-    yield
-    _clear()
 
 
 def _schema(cfg):

@@ -107,9 +107,8 @@ def test_rare_regions_error_lists_them_and_drop_drops_them(make_cfg, gapminder):
     ids=["int", "float-nan", "bool", "category", "string", "object-str", "object-mixed"],
 )
 def test_canonical_labels_of_a_column_equal_labelling_each_value(values):
-    from fedglobal.data._util import canonical_label
-    from fedglobal.data.regions import _canonical
+    from fedglobal.data._util import canonical_label, canonical_labels
 
     expected = values.map(canonical_label)
-    got = _canonical(values)
+    got = canonical_labels(values)
     assert got.astype(object).tolist() == expected.astype(object).tolist()

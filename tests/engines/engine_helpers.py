@@ -87,6 +87,22 @@ def write_rows(path: Path, n: int = 300, seed: int = 0) -> pd.DataFrame:
     return rows
 
 
+def write_regions(path: Path, n_regions: int, rows_per_region: int = 20) -> None:
+    """A CSV of ``n_regions`` regions (r00, r01, ...) of ``rows_per_region`` rows each."""
+    rng = np.random.default_rng(0)
+    n = n_regions * rows_per_region
+    width = max(2, len(str(n_regions - 1)))
+    rows = pd.DataFrame(
+        {
+            "region": np.repeat([f"r{i:0{width}d}" for i in range(n_regions)], rows_per_region),
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+        }
+    )
+    rows["y"] = 2 * rows.x1 - rows.x2 + rng.normal(scale=0.1, size=n)
+    rows.to_csv(path, index=False)
+
+
 def experiment(csv: Path, out: Path, *, rounds: int = 2, **experiment_keys) -> dict:
     """3 regions x ~100 rows, a 1-hidden-layer MLP, FedAvg, short timeouts."""
     return {

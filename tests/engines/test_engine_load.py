@@ -16,10 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-from engine_helpers import describe_pids, experiment
+from engine_helpers import describe_pids, experiment, write_regions
 
 from fedglobal import data
 from fedglobal.config import load_config
@@ -110,20 +108,6 @@ class PortSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-
-
-def write_regions(path: Path, n_regions: int, rows_per_region: int = 20) -> None:
-    rng = np.random.default_rng(0)
-    n = n_regions * rows_per_region
-    rows = pd.DataFrame(
-        {
-            "region": np.repeat([f"r{i:02d}" for i in range(n_regions)], rows_per_region),
-            "x1": rng.normal(size=n),
-            "x2": rng.normal(size=n),
-        }
-    )
-    rows["y"] = 2 * rows.x1 - rows.x2 + rng.normal(scale=0.1, size=n)
-    rows.to_csv(path, index=False)
 
 
 def test_ten_supernodes_three_times_leave_no_process_and_no_listening_port(tmp_path):

@@ -11,8 +11,8 @@ model copy or one message per region per round would be far above the bound.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+from engine_helpers import write_regions
 
 import fedglobal
 
@@ -33,17 +33,7 @@ def _rss_mb() -> float:
 
 
 def test_200_regions_for_50_rounds_do_not_grow_the_servers_memory(tmp_path):
-    rng = np.random.default_rng(0)
-    n = REGIONS * ROWS
-    rows = pd.DataFrame(
-        {
-            "region": np.repeat([f"r{i:03d}" for i in range(REGIONS)], ROWS),
-            "x1": rng.normal(size=n),
-            "x2": rng.normal(size=n),
-        }
-    )
-    rows["y"] = rows.x1 - rows.x2 + rng.normal(scale=0.1, size=n)
-    rows.to_csv(tmp_path / "rows.csv", index=False)
+    write_regions(tmp_path / "rows.csv", REGIONS, ROWS)
     rss: dict[int, float] = {}
 
     def record(server_round: int, metrics: dict) -> None:
