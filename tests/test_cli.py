@@ -53,3 +53,29 @@ def test_simulate_runs_and_reports_the_run_folder(tmp_path):
     assert "run folder:" in out.stdout
     (run_dir,) = list(tmp_path.iterdir())
     assert (run_dir / "history.csv").is_file()
+
+
+def test_usage_errors_and_help_exit_as_argparse_does():
+    missing = _run("simulate")
+    assert missing.returncode == 2
+    assert "the following arguments are required: experiment" in missing.stderr
+    helped = _run("--help")
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("usage: fedglobal")
+
+
+def test_quick_exit_runs_exit_handlers_and_flushes_buffered_output():
+    code = (
+        "import atexit, sys\n"
+        "from fedglobal.fast_exit import exit_now\n"
+        "atexit.register(print, 'handler ran', file=sys.stderr)\n"
+        "print('buffered', end='')\n"
+        "exit_now(3)\n"
+        "print('never')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert out.returncode == 3
+    assert out.stdout == "buffered"
+    assert out.stderr == "handler ran\n"
