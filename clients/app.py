@@ -76,19 +76,11 @@ def _region(context: Context, cfg: ExperimentConfig) -> tuple[str, str | None]:
     return str(region), (str(path) if path else None)
 
 
-#: Regions whose raw rows (pandas) a process keeps: only needed to compute the
-#: statistics and to encode, so a few suffice.
-TABLE_CACHE = 64
 #: Bytes of encoded region arrays a process keeps (least recently used first
 #: out). A fixed budget, so memory does not grow with the number of regions
 #: simulated. A miss is cheap in a simulation: the region's rows are sliced from
 #: the process's once-encoded source (:func:`fedglobal.data.encode_region`).
 CLIENT_CACHE_BYTES = 128 << 20
-
-
-@functools.lru_cache(maxsize=TABLE_CACHE)
-def _table(cfg: ExperimentConfig, region: str, data_path: str | None) -> data.RegionTable:
-    return data.load_region(cfg, region, data_path=data_path)
 
 
 _clients: collections.OrderedDict[tuple, tuple[RegionalClient, int]] = collections.OrderedDict()
@@ -126,7 +118,7 @@ def query(message: Message, context: Context) -> Message:
     config = message.content["config"]
     cfg = experiment_from(config)
     region, path = _region(context, cfg)
-    stats = data.local_stats(_table(cfg, region, path), cfg)
+    stats = data.region_stats(cfg, region, data_path=path)
     scalars, lists = stats.to_records()
     meta = _meta(region, config)
     content = RecordDict(

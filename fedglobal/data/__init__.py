@@ -7,7 +7,7 @@ rows; the server merges them into the global :class:`Schema`
 (:func:`encode`) and trains on :func:`make_dataset` pipelines.
 """
 
-from fedglobal.data.encoded import encode_region
+from fedglobal.data.encoded import encode_region, region_stats
 from fedglobal.data.pipeline import make_dataset, shuffle_seed
 from fedglobal.data.regions import RegionTable, list_regions, load_region
 from fedglobal.data.schema import RegionArrays, Schema, encode
@@ -25,5 +25,6 @@ __all__ = [
     "local_stats",
     "make_dataset",
     "merge_stats",
+    "region_stats",
     "shuffle_seed",
 ]

@@ -1,4 +1,4 @@
-"""A region's encoded arrays, fast: :func:`encode_region`.
+"""A region's encoded arrays and statistics, fast: :func:`encode_region`, :func:`region_stats`.
 
 In a simulation every region of ``data.source`` lives in the same process table
 (:func:`fedglobal.data.regions.load_region` reads it once and slices it). Encoding
@@ -15,16 +15,30 @@ federated schema), so the arrays are identical to
 table cannot be encoded (a non-numeric value, an unknown label), every region
 falls back to the per-region path, whose error names the region at fault.
 A region's own file (``data_path``, deployment) always takes the per-region path.
+
+The start-up statistics have the same problem: ``local_stats(load_region(...))``
+builds two DataFrames per region, about 2.7 ms of pandas overhead for 200 rows,
+27 s at 10,000 regions. :func:`region_stats` computes the same numbers from the
+prepared source's columns, sliced by the region's train positions, with the same
+numpy reductions on the same values in the same order, so the results are equal
+(tested), not merely close.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
 from fedglobal.config import ExperimentConfig
+from fedglobal.data._util import canonical_labels, log_transform, sort_labels
 from fedglobal.data.regions import _cached, _Prepared, _prepared_source, _split, load_region
 from fedglobal.data.schema import RegionArrays, Schema, _encode_split, encode
+from fedglobal.data.stats import LocalStats, local_stats
 from fedglobal.errors import DataError
 
-__all__ = ["encode_region"]
+__all__ = ["encode_region", "region_stats"]
 
 
 def encode_region(
@@ -55,3 +69,83 @@ def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
             return None  # the per-region path will name the region at fault
 
     return _cached(prepared, ("encoded", schema.to_json()), build)
+
+
+def region_stats(cfg: ExperimentConfig, region: str, *, data_path: str | None = None) -> LocalStats:
+    """``local_stats(load_region(cfg, region, data_path=data_path), cfg)``, computed from
+    the prepared source's columns when the region comes from it (no DataFrames)."""
+    if data_path is None:
+        prepared = _prepared_source(cfg)
+        group = prepared.groups.get(region)
+        if group is not None and prepared.target not in prepared.features:
+            train_pos, _ = _split(len(group), region, cfg)
+            columns = _stat_columns(prepared, cfg)
+            return _sliced_stats(columns, prepared.features, group[train_pos], region, cfg)
+    return local_stats(load_region(cfg, region, data_path=data_path), cfg)
+
+
+def _stat_columns(prepared: _Prepared, cfg: ExperimentConfig) -> dict:
+    """Per-process arrays :func:`local_stats` reads, for every row of the source:
+    float64 values of numeric features, canonical labels (and presence) of the
+    categorical ones, and the target's label codes or float64 values."""
+
+    def build() -> dict:
+        frame = prepared.frame
+        numeric, categorical = {}, {}
+        for col in prepared.features:
+            series = frame[col]
+            if pd.api.types.is_numeric_dtype(series):
+                numeric[col] = series.to_numpy(dtype=np.float64)
+            else:
+                present = series.notna().to_numpy()
+                labels = np.full(len(series), None, dtype=object)
+                labels[present] = canonical_labels(series[present]).to_numpy(dtype=object)
+                categorical[col] = (labels, present)
+        y = frame[prepared.target]
+        if cfg.data.task == "classification":
+            codes, names = pd.factorize(canonical_labels(y))
+            target = (codes, np.asarray(names, dtype=object))
+        else:
+            target = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
+        return {"numeric": numeric, "categorical": categorical, "target": target}
+
+    return _cached(prepared, ("stat-columns", cfg.data.task), build)
+
+
+def _sliced_stats(
+    columns: dict, features: list[str], rows: np.ndarray, region: str, cfg: ExperimentConfig
+) -> LocalStats:
+    """:func:`local_stats` of the rows ``rows`` (a region's train split), step by step."""
+    sums, sumsqs, counts, vocab = {}, {}, {}, {}
+    for col, all_values in columns["numeric"].items():
+        values = all_values[rows]
+        if col in cfg.data.log_features:
+            values = log_transform(values)
+        present = values[~np.isnan(values)]
+        sums[col] = float(present.sum())
+        sumsqs[col] = float(np.square(present).sum())
+        counts[col] = int(present.size)
+    for col, (labels, present) in columns["categorical"].items():
+        vocab[col] = sorted(set(labels[rows][present[rows]]))
+    stats = LocalStats(
+        region=region,
+        n_rows=len(rows),
+        features=list(features),
+        sums=sums,
+        sumsqs=sumsqs,
+        counts=counts,
+        vocab=vocab,
+    )
+    target = columns["target"]
+    if cfg.data.task == "classification":
+        codes, names = target
+        seen = np.unique(codes[rows])
+        return dataclasses.replace(stats, labels=sort_labels(names[seen[seen >= 0]]))
+    t = target[rows]
+    t = t[~np.isnan(t)]
+    return dataclasses.replace(
+        stats,
+        target_sum=float(t.sum()),
+        target_sumsq=float(np.square(t).sum()),
+        target_count=t.size,
+    )

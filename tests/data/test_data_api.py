@@ -21,6 +21,7 @@ def test_exports():
         "local_stats",
         "make_dataset",
         "merge_stats",
+        "region_stats",
         "shuffle_seed",
     ]
 
