@@ -36,7 +36,7 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.data._util import canonical_labels, log_transform, sort_labels
 from fedglobal.data.regions import _cached, _Prepared, _prepared_source, _split, load_region
 from fedglobal.data.schema import RegionArrays, Schema, _encode_split, encode
-from fedglobal.data.stats import LocalStats, local_stats
+from fedglobal.data.stats import LocalStats, local_stats, moments, with_target_moments
 from fedglobal.errors import DataError
 
 __all__ = ["encode_region", "region_stats"]
@@ -139,10 +139,7 @@ def _sliced_stats(
         values = all_values[rows]
         if col in cfg.data.log_features:
             values = log_transform(values)
-        present = values[~np.isnan(values)]
-        sums[col] = float(present.sum())
-        sumsqs[col] = float(np.square(present).sum())
-        counts[col] = int(present.size)
+        sums[col], sumsqs[col], counts[col] = moments(values)
     for col, (labels, present) in columns["categorical"].items():
         vocab[col] = sorted(set(labels[rows][present[rows]]))
     stats = LocalStats(
@@ -159,11 +156,4 @@ def _sliced_stats(
         codes, names = target
         seen = np.unique(codes[rows])
         return dataclasses.replace(stats, labels=sort_labels(names[seen[seen >= 0]]))
-    t = target[rows]
-    t = t[~np.isnan(t)]
-    return dataclasses.replace(
-        stats,
-        target_sum=float(t.sum()),
-        target_sumsq=float(np.square(t).sum()),
-        target_count=t.size,
-    )
+    return with_target_moments(stats, target[rows])

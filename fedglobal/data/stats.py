@@ -120,10 +120,7 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
             values = series.to_numpy(dtype=np.float64)
             if col in cfg.data.log_features:
                 values = log_transform(values)
-            present = values[~np.isnan(values)]
-            sums[col] = float(present.sum())
-            sumsqs[col] = float(np.square(present).sum())
-            counts[col] = int(present.size)
+            sums[col], sumsqs[col], counts[col] = moments(values)
         else:
             vocab[col] = sorted(set(canonical_labels(series.dropna())))
     stats = LocalStats(
@@ -140,13 +137,24 @@ def local_stats(table: RegionTable, cfg: ExperimentConfig) -> LocalStats:
         labels = sort_labels(canonical_labels(y.dropna()))
         return _replace(stats, labels=labels)
     t = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
-    t = t[~np.isnan(t)]
-    return _replace(
-        stats,
-        target_sum=float(t.sum()),
-        target_sumsq=float(np.square(t).sum()),
-        target_count=t.size,
-    )
+    return with_target_moments(stats, t)
+
+
+def moments(values: np.ndarray) -> tuple[float, float, int]:
+    """Sum, sum of squares and count of the non-missing values of a float64 array.
+
+    The one place these reductions happen, so statistics computed from a region's
+    table (:func:`local_stats`) and from the source's columns
+    (:func:`fedglobal.data.region_stats`) are equal to the last bit.
+    """
+    present = values[~np.isnan(values)]
+    return float(present.sum()), float(np.square(present).sum()), int(present.size)
+
+
+def with_target_moments(stats: LocalStats, target: np.ndarray) -> LocalStats:
+    """``stats`` with the regression target's :func:`moments`."""
+    total, squares, count = moments(target)
+    return _replace(stats, target_sum=total, target_sumsq=squares, target_count=count)
 
 
 def _replace(stats: LocalStats, **changes) -> LocalStats:
