@@ -14,8 +14,10 @@ Source strings (``data.source``):
   ``dataset-fashion-mnist``, see :mod:`fedglobal.data.fashion_mnist`.
 
 Tables are cached per process (keyed by the source and the resolved path,
-plus the file's size and modification time), so many regions simulated in
-one process read a file once. Cached tables are shared: never mutate them.
+plus the file's size and modification time). Cached tables are shared: never
+mutate them. The regions of a simulation read ``data.source`` through
+:mod:`fedglobal.data.regions`, which reads a CSV or Parquet file once, uncached,
+and keeps only the cleaned table (:func:`source_identity` keys it).
 """
 
 from __future__ import annotations
