@@ -104,7 +104,8 @@ def region_stats(cfg: ExperimentConfig, region: str, *, data_path: str | None = 
 
 def _stat_columns(prepared: _Prepared, cfg: ExperimentConfig) -> dict:
     """Per-process arrays :func:`local_stats` reads, for every row of the source:
-    float64 values of numeric features, canonical labels (and presence) of the
+    the numeric features' values (the table's own arrays: float32 or float64, widened
+    to float64 region by region, as local_stats does), canonical labels (and presence) of the
     categorical ones, and the target's label codes or float64 values."""
 
     def build() -> dict:
@@ -113,7 +114,7 @@ def _stat_columns(prepared: _Prepared, cfg: ExperimentConfig) -> dict:
         for col in prepared.features:
             series = frame[col]
             if pd.api.types.is_numeric_dtype(series):
-                numeric[col] = series.to_numpy(dtype=np.float64)
+                numeric[col] = series.to_numpy()  # float32 or float64, not copied
             else:
                 present = series.notna().to_numpy()
                 labels = np.full(len(series), None, dtype=object)
@@ -136,7 +137,7 @@ def _sliced_stats(
     """:func:`local_stats` of the rows ``rows`` (a region's train split), step by step."""
     sums, sumsqs, counts, vocab = {}, {}, {}, {}
     for col, all_values in columns["numeric"].items():
-        values = all_values[rows]
+        values = all_values[rows].astype(np.float64, copy=False)
         if col in cfg.data.log_features:
             values = log_transform(values)
         sums[col], sumsqs[col], counts[col] = moments(values)

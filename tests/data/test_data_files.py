@@ -148,3 +148,35 @@ def test_an_edited_file_is_read_again_and_the_table_as_read_is_not_kept(make_cfg
     assert list_regions(cfg) == ["Lima", "Oslo", "Pune"]
     pune = load_region(cfg, "Pune")
     assert len(pune.train) + len(pune.test) == 12
+
+
+def test_float32_features_stay_float32_and_give_the_float64_results(make_cfg, tmp_path):
+    rng = np.random.default_rng(5)
+    n = 60
+    narrow = pd.DataFrame(
+        {
+            "city": np.repeat(["Lima", "Oslo", "Pune"], n // 3),
+            "t": rng.normal(size=n).astype(np.float32),
+            "pop": np.abs(rng.normal(size=n) * 1e6).astype(np.float32),
+            "y": rng.normal(size=n),
+        }
+    )
+    narrow.loc[3, "t"] = np.nan
+    narrow.to_parquet(tmp_path / "narrow.parquet")
+    narrow.astype({"t": np.float64, "pop": np.float64}).to_parquet(tmp_path / "wide.parquet")
+    keys = {"region": "city", "target": "y", "log_features": ["pop"]}
+    cfg32 = make_cfg(source="parquet:narrow.parquet", **keys)
+    cfg64 = make_cfg(source="parquet:wide.parquet", **keys)
+    assert load_region(cfg32, "Lima").train["t"].dtype == np.float32
+    assert load_region(cfg64, "Lima").train["t"].dtype == np.float64
+    stats32 = [local_stats(load_region(cfg32, r), cfg32) for r in list_regions(cfg32)]
+    stats64 = [local_stats(load_region(cfg64, r), cfg64) for r in list_regions(cfg64)]
+    assert stats32 == stats64
+    schema = merge_stats(stats32, cfg32)
+    for region in list_regions(cfg32):
+        a, b = (
+            encode(load_region(cfg32, region), schema),
+            encode(load_region(cfg64, region), schema),
+        )
+        np.testing.assert_array_equal(a.x_train, b.x_train)
+        np.testing.assert_array_equal(a.x_test, b.x_test)

@@ -53,6 +53,7 @@ def test_categorical_features_and_integer_classes(make_cfg, tmp_path, partition)
 def test_dirichlet_partition_and_string_classes(make_cfg, tmp_path):
     frame = _weather(400)
     frame["rain"] = frame["rain"].map({0: "dry", 1: "drizzle", 2: "storm"})
+    frame["temp"] = frame["temp"].astype("float32")  # kept float32 by the cleaning
     frame[["sky", "temp", "wind", "rain"]].to_parquet(tmp_path / "w.parquet")
     cfg = make_cfg(
         source="parquet:w.parquet",
