@@ -95,22 +95,25 @@ def _load() -> str:
         return "load average unknown"
 
 
-def _child(args: list[str], timeout: float = 1800) -> dict:
-    """Run this script as a child; return its last JSON line plus the wall time."""
+def _timed(command: list[str], what: str, timeout: float = 1800) -> tuple[str, float]:
+    """Run ``command`` from the repository root; its stdout and wall seconds."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     out = subprocess.run(
-        [PYTHON, str(Path(__file__).resolve()), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
+        command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
     )
     wall = time.perf_counter() - started
     if out.returncode != 0:
-        raise RuntimeError(f"child {args[:2]} failed:\n{out.stderr[-3000:]}")
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("{", "["))]
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
+    return out.stdout, wall
+
+
+def _child(args: list[str], timeout: float = 1800) -> dict:
+    """Run this script as a child; return its last JSON line plus the wall time."""
+    stdout, wall = _timed(
+        [PYTHON, str(Path(__file__).resolve()), *args], f"child {args[:2]}", timeout
+    )
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(("{", "["))]
     result = json.loads(lines[-1])
     if isinstance(result, list):
         result = {"runs": result}
@@ -358,20 +361,8 @@ def _console(raw: dict, folder: Path, name: str, engine: str) -> dict:
     script = Path(PYTHON).with_name("fedglobal")
     command = [str(script)] if script.is_file() else [PYTHON, "-m", "fedglobal.cli"]
     out_dir = folder / "cli-runs" / name
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     args = ["simulate", str(config), "--engine", engine, "--quiet", "--output-dir", str(out_dir)]
-    started = time.perf_counter()
-    out = subprocess.run(
-        [*command, *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=env,
-        cwd=ROOT,
-    )
-    wall = time.perf_counter() - started
-    if out.returncode != 0:
-        raise RuntimeError(f"fedglobal simulate --engine {engine} failed:\n{out.stderr[-3000:]}")
+    _, wall = _timed([*command, *args], f"fedglobal simulate --engine {engine}")
     (run_dir,) = [p for p in out_dir.iterdir() if p.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"wall_s": round(wall, 2), "accuracy": summary["final"]["test/all"]["accuracy"]}

@@ -27,7 +27,6 @@ numpy reductions on the same values in the same order, so the results are equal
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import numpy as np
 import pandas as pd
@@ -71,17 +70,14 @@ def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
         try:
             # In chunks of rows: encoding is row by row, and a whole-table pass held a
             # float64 copy of every numeric column (320 MB at 10,000 regions) at once.
-            chunks = (
-                _encode_split(frame.iloc[start : start + ENCODE_CHUNK_ROWS], schema, "", "")
-                for start in range(0, len(frame), ENCODE_CHUNK_ROWS)
-            )
-            x_first, y_first = next(chunks)
-            x = np.empty((len(frame), *x_first.shape[1:]), x_first.dtype)
-            y = np.empty((len(frame), *y_first.shape[1:]), y_first.dtype)
-            start = 0
-            for xc, yc in itertools.chain([(x_first, y_first)], chunks):
+            x = y = None
+            for start in range(0, len(frame), ENCODE_CHUNK_ROWS):
+                rows = frame.iloc[start : start + ENCODE_CHUNK_ROWS]
+                xc, yc = _encode_split(rows, schema, "(every region)", "all")
+                if x is None:  # the widths are known once the first chunk is encoded
+                    x = np.empty((len(frame), *xc.shape[1:]), xc.dtype)
+                    y = np.empty((len(frame), *yc.shape[1:]), yc.dtype)
                 x[start : start + len(xc)], y[start : start + len(yc)] = xc, yc
-                start += len(xc)
             return x, y
         except DataError:
             return None  # the per-region path will name the region at fault

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedglobal.config import ExperimentConfig
-from fedglobal.data._util import show, suggest
+from fedglobal.data._util import return_freed_memory, show, suggest
 from fedglobal.errors import DataError
 
 __all__ = [
@@ -136,7 +136,7 @@ def source_identity(cfg: ExperimentConfig) -> tuple:
     spec = parse_source(cfg.data.source)
     if spec.scheme not in ("csv", "parquet", "tfrecord"):
         return (cfg.data.source,)
-    path = cfg.resolve_path(spec.location).expanduser().resolve()
+    path = cfg.resolve_path(spec.location).resolve()
     try:
         st = os.stat(path)
     except OSError:
@@ -224,9 +224,7 @@ def _read_parquet(path: str) -> pd.DataFrame:
     finally:
         # pyarrow's allocator keeps the decoding buffers: measured on a 192 MB table,
         # RSS 512 MB after the read, 237 MB once they are returned.
-        import pyarrow
-
-        pyarrow.default_memory_pool().release_unused()
+        return_freed_memory()
     return frame
 
 
