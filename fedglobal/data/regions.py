@@ -258,12 +258,39 @@ def _select_columns(
 def _prepare(
     raw: pd.DataFrame, cfg: ExperimentConfig, origin: str, local_region: str | None
 ) -> _Prepared:
-    data = cfg.data
     local = local_region is not None
     raw = raw.copy(deep=False)
     raw.columns = [str(c) for c in raw.columns]
     region_col, target, features = _select_columns(raw, cfg, origin, local)
+    frame, regions = _filter_rows(raw, cfg, origin, region_col, target, features, local_region)
+    frame = _clean_rows(frame, features, cfg, origin, check_all_missing=not local)
+    if len(frame) == 0:
+        raise DataError(f"{origin}: no rows left after dropping rows with missing values")
+    if cfg.data.task == "classification" and not local:
+        _check_classes(canonical_labels(frame[target]).unique().tolist(), target, origin)
+    if regions is not None:
+        regions = regions.loc[frame.index]
+    frame = frame.reset_index(drop=True)
+    groups = _assign_regions(frame, target, regions, cfg, local_region)
+    kept, rare = _apply_rare_policy(groups, cfg, origin)
+    return _Prepared(frame=frame, features=features, target=target, groups=kept, rare=rare)
 
+
+def _filter_rows(
+    raw: pd.DataFrame,
+    cfg: ExperimentConfig,
+    origin: str,
+    region_col: str | None,
+    target: str,
+    features: list[str],
+    local_region: str | None,
+    *,
+    batch: bool = False,
+) -> tuple[pd.DataFrame, pd.Series | None]:
+    """The rows with a region (canonical labels) and a target (cleaned): ``(features +
+    target, region labels or None)``. Row by row, so a table cleaned in batches gives
+    the same rows as cleaned whole (:mod:`fedglobal.data.ondisk`); a ``batch`` may
+    have no target values at all."""
     regions: pd.Series | None = None
     if region_col is not None:
         regions = raw[region_col]
@@ -271,7 +298,7 @@ def _prepare(
         if not keep.all():
             raw, regions = raw.loc[keep], regions.loc[keep]
         regions = canonical_labels(regions)
-        if local and data.partition == "column":
+        if local_region is not None and cfg.data.partition == "column":
             mine = (regions == local_region).to_numpy()
             if not mine.any():
                 found = sort_labels(regions.unique().tolist())
@@ -280,27 +307,48 @@ def _prepare(
                     f"{region_col!r} (regions in the file: {show(found)})"
                 )
             raw, regions = raw.loc[mine], regions.loc[mine]
-
     frame = raw[[*features, target]]  # copy-on-write (pandas 3): nothing copied until changed
-    frame = _clean_target(frame, target, cfg, origin)
-    for col in features:
-        frame[col] = _clean_feature(frame[col], col, cfg, origin, check_all_missing=not local)
-    if data.missing == "drop":
-        frame = frame.loc[frame[features].notna().all(axis=1).to_numpy()]
-    if len(frame) == 0:
-        raise DataError(f"{origin}: no rows left after dropping rows with missing values")
-    if data.task == "classification" and not local:
-        labels = canonical_labels(frame[target]).unique().tolist()
-        if len(labels) < 2:
-            raise DataError(
-                f"target {target!r} has only one class ({show(labels)}) in {origin}: "
-                "classification needs at least two"
-            )
-    if regions is not None:
-        regions = regions.loc[frame.index]
-    frame = frame.reset_index(drop=True)
+    return _clean_target(frame, target, cfg, origin, batch=batch), regions
 
-    groups = _assign_regions(frame, target, regions, cfg, local_region)
+
+def _clean_rows(
+    frame: pd.DataFrame,
+    features: list[str],
+    cfg: ExperimentConfig,
+    origin: str,
+    *,
+    check_all_missing: bool,
+    as_numbers: dict[str, bool] | None = None,
+) -> pd.DataFrame:
+    """Every feature cleaned (``as_numbers``: the whole table's numbers-as-text decision
+    per text column, when ``frame`` is a batch of it), then ``missing = "drop"``."""
+    for col in features:
+        frame[col] = _clean_feature(
+            frame[col],
+            col,
+            cfg,
+            origin,
+            check_all_missing=check_all_missing,
+            as_numbers=None if as_numbers is None else as_numbers.get(col),
+        )
+    if cfg.data.missing == "drop":
+        frame = frame.loc[frame[features].notna().all(axis=1).to_numpy()]
+    return frame
+
+
+def _check_classes(labels: list[str], target: str, origin: str) -> None:
+    if len(labels) < 2:
+        raise DataError(
+            f"target {target!r} has only one class ({show(labels)}) in {origin}: "
+            "classification needs at least two"
+        )
+
+
+def _apply_rare_policy(
+    groups: dict[str, np.ndarray], cfg: ExperimentConfig, origin: str
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """``(kept groups, {rare region: rows})`` under ``data.rare_regions``."""
+    data = cfg.data
     counts = {name: len(pos) for name, pos in groups.items()}
     rare = {name: n for name, n in counts.items() if n < data.min_region_rows}
     if rare and data.rare_regions == "error":
@@ -313,15 +361,17 @@ def _prepare(
     kept = {name: pos for name, pos in groups.items() if name not in rare}
     if not kept:
         raise DataError(f"{origin}: every region has fewer than {data.min_region_rows} rows")
-    return _Prepared(frame=frame, features=features, target=target, groups=kept, rare=rare)
+    return kept, rare
 
 
-def _clean_target(frame: pd.DataFrame, target: str, cfg: ExperimentConfig, origin: str):
+def _clean_target(
+    frame: pd.DataFrame, target: str, cfg: ExperimentConfig, origin: str, *, batch: bool = False
+) -> pd.DataFrame:
     present = frame[target].notna().to_numpy()
     if not present.all():
         frame = frame.loc[present]
     col = frame[target]
-    if len(frame) == 0:
+    if len(frame) == 0 and not batch:
         raise DataError(f"target {target!r} has no values in {origin}")
     numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
     if cfg.data.task == "regression":
@@ -340,7 +390,13 @@ def _clean_target(frame: pd.DataFrame, target: str, cfg: ExperimentConfig, origi
 
 
 def _clean_feature(
-    col: pd.Series, name: str, cfg: ExperimentConfig, origin: str, *, check_all_missing: bool
+    col: pd.Series,
+    name: str,
+    cfg: ExperimentConfig,
+    origin: str,
+    *,
+    check_all_missing: bool,
+    as_numbers: bool | None = None,
 ) -> pd.Series:
     if check_all_missing and len(col) and col.isna().all():
         raise DataError(
@@ -350,20 +406,12 @@ def _clean_feature(
         values = col if col.dtype == np.float32 else col.astype(np.float64)
     else:
         converted = pd.to_numeric(col, errors="coerce")
-        if converted.notna().sum() == col.notna().sum() and col.notna().any():
+        if as_numbers is None:
+            as_numbers = _numbers_as_text(col, converted) == (True, True)
+        if as_numbers:
             values = converted.astype(np.float64)  # numbers stored as text
         elif cfg.data.categorical == "error" or name in cfg.data.log_features:
-            bad = col[col.notna() & converted.isna()].unique().tolist()[:5]
-            why = (
-                "it is in data.log_features"
-                if name in cfg.data.log_features
-                else "data.categorical = 'error'"
-            )
-            raise DataError(
-                f"feature {name!r} is non-numeric (values such as {show(bad)}) and {why}; "
-                "set data.categorical = 'onehot' to one-hot encode it, or drop it from "
-                "data.features"
-            )
+            raise _non_numeric_error(name, col[col.notna() & converted.isna()], cfg)
         else:
             strings = [None if pd.isna(v) else canonical_label(v) for v in col.tolist()]
             return pd.Series(strings, index=col.index, dtype=object, name=name)
@@ -372,6 +420,26 @@ def _clean_feature(
             f"feature {name!r} has infinite values in {origin}; replace them (e.g. by missing)"
         )
     return values
+
+
+def _non_numeric_error(name: str, bad: pd.Series, cfg: ExperimentConfig) -> DataError:
+    """The error for a text feature that must be numeric; ``bad``: its non-numbers."""
+    why = (
+        "it is in data.log_features"
+        if name in cfg.data.log_features
+        else ("data.categorical = 'error'")
+    )
+    return DataError(
+        f"feature {name!r} is non-numeric (values such as {show(bad.unique().tolist()[:5])}) "
+        f"and {why}; set data.categorical = 'onehot' to one-hot encode it, or drop it from "
+        "data.features"
+    )
+
+
+def _numbers_as_text(col: pd.Series, converted: pd.Series) -> tuple[bool, bool]:
+    """``(every present value of the text column is a number, some value is present)``:
+    both true over the whole column, and it is read as numbers."""
+    return bool(converted.notna().sum() == col.notna().sum()), bool(col.notna().any())
 
 
 def _assign_regions(
