@@ -87,6 +87,11 @@ class DataConfig:
     )
     categorical: Literal["onehot", "error"] = _f("onehot")
     log_features: list[str] = _f([], doc="features replaced by sign(x)*log1p(|x|)")
+    storage: Literal["auto", "memory", "disk"] = _f(
+        "auto",
+        doc="where the cleaned rows live: memory; disk (Parquet sources: region-sorted "
+        "column files, read region by region); auto: disk for Parquet files of 64 MiB or more",
+    )
     synthetic_alpha: float = _f(0.5, min=0.0, doc="FedProx Synthetic(alpha, beta)")
     synthetic_beta: float = _f(0.5, min=0.0)
     synthetic_iid: bool = _f(False)

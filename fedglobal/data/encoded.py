@@ -52,11 +52,9 @@ def encode_region(
     if data_path is None:
         prepared = _prepared_source(cfg)
         whole = _encoded_source(prepared, schema)
-        group = prepared.groups.get(region)
-        if whole is not None and group is not None:
-            x, y = whole
-            train_pos, test_pos = _split(len(group), region, cfg)
-            train, test = group[train_pos], group[test_pos]
+        if whole is not None and region in prepared.groups:
+            x, y = prepared.region_rows(region, whole)
+            train, test = _split(len(x), region, cfg)
             return RegionArrays(region, x[train], y[train], x[test], y[test])
     return encode(load_region(cfg, region, data_path=data_path), schema)
 
@@ -66,17 +64,25 @@ def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
     encoded (cached with the prepared sources, :func:`fedglobal.data.regions._cached`)."""
 
     def build() -> tuple | None:
-        frame = prepared.frame
+        n, store = prepared.n_rows, prepared.store
         try:
             # In chunks of rows: encoding is row by row, and a whole-table pass held a
             # float64 copy of every numeric column (320 MB at 10,000 regions) at once.
             x = y = None
-            for start in range(0, len(frame), ENCODE_CHUNK_ROWS):
-                rows = frame.iloc[start : start + ENCODE_CHUNK_ROWS]
+            for start in range(0, n, ENCODE_CHUNK_ROWS):
+                rows = prepared.rows(np.arange(start, min(start + ENCODE_CHUNK_ROWS, n)))
                 xc, yc = _encode_split(rows, schema, "(every region)", "all")
+                if store is not None:  # data.storage = "disk": files, in region order
+                    if x is None:
+                        x, y = (
+                            store.new_file(xc.dtype, xc.shape[1:]),
+                            store.new_file(yc.dtype, yc.shape[1:]),
+                        )
+                    x.append(xc), y.append(yc)
+                    continue
                 if x is None:  # the widths are known once the first chunk is encoded
-                    x = np.empty((len(frame), *xc.shape[1:]), xc.dtype)
-                    y = np.empty((len(frame), *yc.shape[1:]), yc.dtype)
+                    x = np.empty((n, *xc.shape[1:]), xc.dtype)
+                    y = np.empty((n, *yc.shape[1:]), yc.dtype)
                 x[start : start + len(xc)], y[start : start + len(yc)] = xc, yc
             return x, y
         except DataError:
@@ -93,6 +99,10 @@ def region_stats(cfg: ExperimentConfig, region: str, *, data_path: str | None = 
         group = prepared.groups.get(region)
         if group is not None and prepared.target not in prepared.features:
             train_pos, _ = _split(len(group), region, cfg)
+            if prepared.store is not None:  # data.storage = "disk": the region's block
+                start, stop = group[0], group[-1] + 1
+                block = prepared.store.stat_columns(prepared.features, prepared.target, start, stop)
+                return _sliced_stats(block, prepared.features, train_pos, region, cfg)
             columns = _stat_columns(prepared, cfg)
             return _sliced_stats(columns, prepared.features, group[train_pos], region, cfg)
     return local_stats(load_region(cfg, region, data_path=data_path), cfg)

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,9 @@ from fedglobal.data._util import (
 from fedglobal.data.partition import dirichlet_partition, iid_partition, region_names
 from fedglobal.data.sources import read_file, read_source, source_identity
 from fedglobal.errors import DataError
+
+if TYPE_CHECKING:
+    from fedglobal.data.ondisk import ColumnStore
 
 __all__ = [
     "RegionTable",
@@ -84,11 +87,35 @@ class RegionTable:
 
 @dataclass(frozen=True)
 class _Prepared:
-    frame: pd.DataFrame  # features + target, cleaned
+    frame: pd.DataFrame | None  # features + target, cleaned (None: in ``store``)
     features: list[str]
     target: str
-    groups: dict[str, np.ndarray]  # kept region -> row positions in frame
+    groups: Mapping[str, np.ndarray]  # kept region -> row positions in frame (or store)
     rare: dict[str, int]  # dropped region -> row count
+    store: ColumnStore | None = None  # data.storage = "disk": the cleaned rows on disk
+
+    @property
+    def n_rows(self) -> int:
+        if self.store is not None:
+            return self.store.columns[self.target].file.rows
+        assert self.frame is not None
+        return len(self.frame)
+
+    def region_rows(self, region: str, arrays: tuple) -> tuple:
+        """The rows of ``region`` (in order) of each of ``arrays``, which hold every
+        row of the source (arrays in memory, or the store's files)."""
+        if self.store is not None:
+            start, stop = self.groups.span(region)  # type: ignore[attr-defined]
+            return tuple(a[start:stop] for a in arrays)
+        group = self.groups[region]
+        return tuple(a[group] for a in arrays)
+
+    def rows(self, positions: np.ndarray) -> pd.DataFrame:
+        """The cleaned rows at ``positions`` (ascending), indexed 0, 1, ..."""
+        if self.store is not None:
+            return self.store.rows(positions, [*self.features, self.target])
+        assert self.frame is not None
+        return self.frame.iloc[positions].reset_index(drop=True)
 
 
 # -- public API --------------------------------------------------------------
@@ -132,9 +159,7 @@ def load_region(cfg: ExperimentConfig, region: str, *, data_path: str | None = N
         )
     group = prepared.groups[region]
     train_pos, test_pos = _split(len(group), region, cfg)
-    train = prepared.frame.iloc[group[train_pos]].reset_index(drop=True)
-    test = prepared.frame.iloc[group[test_pos]].reset_index(drop=True)
-    return RegionTable(region=region, train=train, test=test)
+    return RegionTable(region, prepared.rows(group[train_pos]), prepared.rows(group[test_pos]))
 
 
 def target_column(cfg: ExperimentConfig) -> str:
@@ -181,13 +206,20 @@ def _data_key(cfg: ExperimentConfig) -> tuple:
 
 
 def _prepared_source(cfg: ExperimentConfig) -> _Prepared:
-    """The cleaned source, cached by what it depends on. The table as read is not
-    kept (a file is read uncached): once prepared, nothing needs it, and at 10,000
-    regions it was 193 MB of the process's memory."""
+    """The cleaned source, cached by what it depends on: in memory, or on disk
+    (``data.storage``, :mod:`fedglobal.data.ondisk`). The table as read is not kept
+    (a file is read uncached): once prepared, nothing needs it, and at 10,000 regions
+    it was 193 MB of the process's memory."""
     key = ("source", *source_identity(cfg), *_data_key(cfg))
 
     def build() -> _Prepared:
-        prepared = _prepare(read_source(cfg, cached=False), cfg, cfg.data.source, None)
+        from fedglobal.data import ondisk
+
+        path = ondisk.out_of_core_path(cfg)
+        if path is not None:
+            prepared = ondisk.prepare_parquet(path, cfg)
+        else:
+            prepared = _prepare(read_source(cfg, cached=False), cfg, cfg.data.source, None)
         return_freed_memory()  # the table as read and the cleaning's temporaries
         return prepared
 
@@ -271,7 +303,17 @@ def _prepare(
     if regions is not None:
         regions = regions.loc[frame.index]
     frame = frame.reset_index(drop=True)
-    groups = _assign_regions(frame, target, regions, cfg, local_region)
+    codes = None
+    if regions is not None and cfg.data.partition == "column" and not local:
+        found, names = pd.factorize(regions.to_numpy(), sort=True)
+        codes = (found, [str(name) for name in names])
+    groups = _assign_regions(
+        len(frame),
+        lambda: canonical_labels(frame[target]).to_numpy(),
+        codes,
+        cfg,
+        local_region,
+    )
     kept, rare = _apply_rare_policy(groups, cfg, origin)
     return _Prepared(frame=frame, features=features, target=target, groups=kept, rare=rare)
 
@@ -372,7 +414,7 @@ def _clean_target(
         frame = frame.loc[present]
     col = frame[target]
     if len(frame) == 0 and not batch:
-        raise DataError(f"target {target!r} has no values in {origin}")
+        raise _no_target_error(target, origin)
     numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
     if cfg.data.task == "regression":
         if not numeric:
@@ -399,9 +441,7 @@ def _clean_feature(
     as_numbers: bool | None = None,
 ) -> pd.Series:
     if check_all_missing and len(col) and col.isna().all():
-        raise DataError(
-            f"feature {name!r}: all values missing in {origin}; remove it from data.features"
-        )
+        raise _all_missing_error(name, origin)
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
         values = col if col.dtype == np.float32 else col.astype(np.float64)
     else:
@@ -420,6 +460,16 @@ def _clean_feature(
             f"feature {name!r} has infinite values in {origin}; replace them (e.g. by missing)"
         )
     return values
+
+
+def _no_target_error(target: str, origin: str) -> DataError:
+    return DataError(f"target {target!r} has no values in {origin}")
+
+
+def _all_missing_error(name: str, origin: str) -> DataError:
+    return DataError(
+        f"feature {name!r}: all values missing in {origin}; remove it from data.features"
+    )
 
 
 def _non_numeric_error(name: str, bad: pd.Series, cfg: ExperimentConfig) -> DataError:
@@ -443,27 +493,27 @@ def _numbers_as_text(col: pd.Series, converted: pd.Series) -> tuple[bool, bool]:
 
 
 def _assign_regions(
-    frame: pd.DataFrame,
-    target: str,
-    regions: pd.Series | None,
+    n: int,
+    labels: Callable[[], np.ndarray],
+    regions: tuple[np.ndarray, list[str]] | None,
     cfg: ExperimentConfig,
     local_region: str | None,
 ) -> dict[str, np.ndarray]:
+    """``{region: row positions}`` of ``n`` cleaned rows: by ``regions`` (each row's code
+    into the sorted region names, -1 none), or iid, or Dirichlet over the target's
+    canonical ``labels()``."""
     data = cfg.data
-    n = len(frame)
     if local_region is not None:
         return {local_region: np.arange(n)}
     if data.partition == "column":
         assert regions is not None
-        codes, names = pd.factorize(regions.to_numpy(), sort=True)
-        return _group_positions(codes, [str(name) for name in names])
+        return _group_positions(*regions)
     names = region_names(data.num_regions)
     seed = cfg.experiment.seed
     if data.partition == "iid":
         assignment = iid_partition(n, data.num_regions, seed)
     else:
-        labels = canonical_labels(frame[target]).to_numpy()
-        assignment = dirichlet_partition(labels, data.num_regions, data.alpha, seed)
+        assignment = dirichlet_partition(labels(), data.num_regions, data.alpha, seed)
     return _group_positions(np.asarray(assignment), names)
 
 
