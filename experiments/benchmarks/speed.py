@@ -189,7 +189,7 @@ def child_run(configs: list[str], output_dir: str, engine: str) -> None:
 
             rounds = pd.read_csv(rounds_csv).to_dict("records")
         accuracy = result.metric("accuracy")
-        data_mb = _dataset_mb(config) if "scale" in Path(config).name else None
+        data_mb, disk_mb = _dataset_mb(config) if "scale" in Path(config).name else (None, None)
         out.append(
             {
                 "import_s": round(imported - started, 2) if i == 0 else 0.0,
@@ -201,17 +201,19 @@ def child_run(configs: list[str], output_dir: str, engine: str) -> None:
                 "comm": summary.get("comm", {}),
                 "regions": summary.get("num_regions"),
                 "dataset_mb": data_mb,
+                "dataset_disk_mb": disk_mb,
             }
         )
     print(json.dumps(out))
 
 
-def _dataset_mb(config: str) -> float:
-    """MB this process holds of the dataset itself, in the data layer's per-process
-    caches: the cleaned table, the regions' row positions, the encoded arrays and the
-    statistics' label codes (arrays that are views of the table are not counted
-    twice). They grow with the total number of rows; everything else is the
-    framework's. (The table as read is not kept once cleaned.)"""
+def _dataset_mb(config: str) -> tuple[float, float]:
+    """``(MB in memory, MB on disk)`` this process holds of the dataset itself, in the
+    data layer's per-process caches: the cleaned table, the regions' row positions,
+    the encoded arrays and the statistics' label codes (arrays that are views of the
+    table are not counted twice); with ``data.storage = "disk"`` the column and
+    encoding files (what stays in memory is per-region offsets and vocabularies).
+    (The table as read is not kept once cleaned.)"""
     import numpy as np
 
     from fedglobal.config import load_config
@@ -227,9 +229,14 @@ def _dataset_mb(config: str) -> float:
         return 0
 
     prepared = regions._prepared_source(load_config(config))
-    total = prepared.frame.memory_usage(deep=True).sum() + owned(prepared.groups)
+    total = owned(dict(prepared.groups)) if prepared.store is None else 0
+    if prepared.frame is not None:
+        total += prepared.frame.memory_usage(deep=True).sum()
     total += sum(owned(built) for held, built in regions._cache.values() if held is prepared)
-    return round(float(total) / 2**20, 1)
+    disk = 0
+    if prepared.store is not None:
+        disk = sum(f.stat().st_size for f in prepared.store.folder.iterdir())
+    return round(float(total) / 2**20, 1), round(disk / 2**20, 1)
 
 
 def child_aggregation(clients: int, params: int) -> None:
@@ -477,9 +484,9 @@ def _scale_data(folder: Path, regions: int, rows: int = 200, features: int = 20)
     return path
 
 
-def _scale_run(folder: Path, regions: int, fraction: float) -> dict:
+def _scale_run(folder: Path, regions: int, fraction: float, storage: str = "disk") -> dict:
     path = _scale_data(folder, regions)
-    name = f"scale{regions}-{round(fraction * 100)}pct"
+    name = f"scale{regions}-{round(fraction * 100)}pct-{storage}"
     raw = {
         "experiment": {"name": name, "seed": 0, "rounds": 3},
         "data": {
@@ -488,6 +495,7 @@ def _scale_run(folder: Path, regions: int, fraction: float) -> dict:
             "target": "y",
             "task": "classification",
             "test_fraction": 0.2,
+            "storage": storage,
         },
         "model": {"name": "mlp", "hidden": [32]},
         "client": {"batch_size": 20, "epochs": 1, "optimizer": "sgd", "cohort": True},
@@ -505,14 +513,16 @@ def _scale_run(folder: Path, regions: int, fraction: float) -> dict:
     r["per_round_s"] = [row["seconds"] for row in r["rounds"] if row["round"] >= 1]
     r["sampled"] = round(regions * fraction)
     r["framework_mb"] = r["max_rss_mb"] - r["dataset_mb"]
+    r["storage"] = storage
     return r
 
 
 def _scale_row(regions: int, r: dict) -> tuple[str, str]:
     per_round = r["per_round_s"]
     return (
-        f"{regions:>6} regions ({r['sampled']} trained/round)",
-        f"peak RSS {r['max_rss_mb']:.0f} MB (dataset {r['dataset_mb']:.0f} MB) | "
+        f"{regions:>6} regions ({r['sampled']} trained/round, {r['storage']})",
+        f"peak RSS {r['max_rss_mb']:.0f} MB (dataset {r['dataset_mb']:.0f} MB in memory, "
+        f"{r['dataset_disk_mb']:.0f} MB on disk) | "
         f"rounds 1-{len(per_round)}: "
         + ", ".join(f"{s:.2f}" for s in per_round)
         + f" s | start-up+schema {r['rounds'][0]['seconds'] if r['rounds'] else 0:.1f} s"
@@ -521,9 +531,10 @@ def _scale_row(regions: int, r: dict) -> tuple[str, str]:
 
 
 def section_scale(folder: Path, results: dict, sizes: list[int]) -> None:
-    """10% of the regions per round at each size; then, to separate the total number
-    of regions from the number sampled, the largest size again with the sampled count
-    of the one before (e.g. 10,000 regions at 1% against 1,000 at 10%)."""
+    """10% of the regions per round at each size, the data on disk (``data.storage =
+    "disk"``); then, to separate the total number of regions from the number sampled,
+    the largest size again with the sampled count of the one before (e.g. 10,000
+    regions at 1% against 1,000 at 10%); then the largest size in memory."""
     out = {regions: _scale_run(folder, regions, 0.1) for regions in sizes}
     rows = [_scale_row(regions, r) for regions, r in out.items()]
     for a, b in itertools.pairwise(sizes):
@@ -531,8 +542,6 @@ def section_scale(folder: Path, results: dict, sizes: list[int]) -> None:
         ta, tb = out[a]["per_round_s"][-1], out[b]["per_round_s"][-1]
         rows.append((f"RATIO last-round time {b}/{a} (clients x{b // a})", _ratio(tb, ta)))
         rows.append((f"RATIO peak RSS {b}/{a}", _ratio(out[b]["max_rss_mb"], out[a]["max_rss_mb"])))
-        rest = out[b]["framework_mb"], out[a]["framework_mb"]
-        rows.append((f"RATIO peak RSS minus dataset {b}/{a}", _ratio(*rest)))
     if len(sizes) >= 2:
         small, big = sizes[-2], sizes[-1]
         same = _scale_run(folder, big, 0.1 * small / big)
@@ -544,10 +553,23 @@ def section_scale(folder: Path, results: dict, sizes: list[int]) -> None:
                 _ratio(same["per_round_s"][-1], out[small]["per_round_s"][-1]),
             ),
             (
-                f"RATIO peak RSS minus dataset, {same['sampled']} sampled both",
-                _ratio(same["framework_mb"], out[small]["framework_mb"]),
+                f"RATIO peak RSS {big}/{small} regions, {same['sampled']} sampled both",
+                _ratio(same["max_rss_mb"], out[small]["max_rss_mb"]),
             ),
         ]
+    big = sizes[-1]
+    memory = out[f"{big}-memory"] = _scale_run(folder, big, 0.1, storage="memory")
+    rows.append(_scale_row(big, memory))
+    rows += [
+        (
+            f"RATIO peak RSS in memory / on disk, {big} regions",
+            _ratio(memory["max_rss_mb"], out[big]["max_rss_mb"]),
+        ),
+        (
+            f"RATIO last-round time on disk / in memory, {big} regions",
+            _ratio(out[big]["per_round_s"][-1], memory["per_round_s"][-1]),
+        ),
+    ]
     results["scale"] = out
     _print("4. scale: regions of 200 rows, 10% trained and evaluated per round", rows)
 

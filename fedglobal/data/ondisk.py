@@ -1,25 +1,30 @@
-"""Out-of-core sources (``data.storage = "disk"``): a Parquet file cleaned batch by
-batch into column files sorted by region, then read one region at a time.
+"""Out-of-core sources (``data.storage = "disk"``): a Parquet file cleaned row group by
+row group into column files sorted by region, then read one region at a time.
 
 In memory (:func:`fedglobal.data.regions._prepare`) every process that trains holds
 the whole cleaned table and its encoding, so its memory grows with the total number
 of rows, not with the clients a round samples (at 10,000 regions of 200 rows and 20
 features: 343 MB, and a 193 MB Parquet read peaked at +513 MB). Here the file is
-read with pyarrow in batches of :data:`BATCH_ROWS` rows:
+read one row group and one column at a time (pyarrow decodes whole row groups,
+even in its batch readers):
 
-1. Only if the whole table decides something a batch cannot: a text feature is
-   read as numbers only if every value of the column is a number. This pass reads
-   the region, target and text columns and makes those decisions.
-2. Each batch is converted to pandas with the whole file's dtypes (an integer
-   column with a missing value anywhere is float64, as ``pd.read_parquet`` makes
-   it), cleaned by the same row-wise steps as in memory (``_filter_rows``,
-   ``_clean_rows``), and appended to one file per column; text columns are stored
-   as int32 codes into a vocabulary. What is kept in memory per row: the region
-   code and the target's label code (int32 each).
+1. Only if the whole table decides something a row group cannot: a text feature
+   is read as numbers only if every value of the column is a number. This pass
+   reads the target, region and text columns and makes those decisions.
+2. Each row group's target and region columns are filtered and cleaned by the
+   in-memory path's own steps (``_filter_rows``), then each feature column by
+   ``_clean_feature``, with the whole file's dtypes (an integer column with a
+   missing value anywhere is float64, as ``pd.read_parquet`` makes it), and
+   appended to one file per column; text columns are stored as int32 codes into
+   a vocabulary. ``missing = "drop"`` marks rows instead of removing them.
 3. Regions are assigned as in memory (the same partition functions on the same
-   values) and each column file is rewritten in region order, one column in memory
-   at a time. A region's rows are then one contiguous block per column, read with
-   one ``pread``; nothing of the data stays mapped in the process.
+   values, over the rows kept) and each column file is rewritten in region order,
+   one column in memory at a time. A region's rows are then one contiguous block
+   per column, read with one ``pread``; nothing of the data stays mapped in the
+   process.
+
+What grows with the total number of rows is the indexes, during preparation: an
+int32 region code, a label code and a keep flag per row, and the int64 sort order.
 
 The rows, statistics and encodings equal the in-memory path's to the last bit (a
 test compares them on several tables). Arrow types read this way: integers,
@@ -35,7 +40,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +55,7 @@ from fedglobal.data.regions import (
     _apply_rare_policy,
     _assign_regions,
     _check_classes,
-    _clean_rows,
+    _clean_feature,
     _filter_rows,
     _no_target_error,
     _non_numeric_error,
@@ -61,14 +66,12 @@ from fedglobal.data.regions import (
 from fedglobal.data.sources import parse_source
 from fedglobal.errors import DataError
 
-__all__ = ["AUTO_DISK_BYTES", "BATCH_ROWS", "ColumnStore", "out_of_core_path", "prepare_parquet"]
+__all__ = ["AUTO_DISK_BYTES", "ColumnStore", "out_of_core_path", "prepare_parquet"]
 
 log = logging.getLogger(__name__)
 
 #: ``data.storage = "auto"`` reads a Parquet file out of core from this size on.
 AUTO_DISK_BYTES = 64 * 2**20
-#: Rows converted and cleaned at a time.
-BATCH_ROWS = 65_536
 
 _LABELS = "\0labels"  # the store's column of the target's canonical label codes
 
@@ -349,30 +352,35 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
     regions, rows and errors as :func:`fedglobal.data.regions._prepare` of the file."""
     origin = cfg.data.source
     region_col, target, features = _used_columns(path, cfg)
-    used = [c for c in dict.fromkeys([*features, target, region_col]) if c is not None]
-    dtypes = _whole_file_dtypes(path, used)
+    keys = [c for c in (target, region_col) if c is not None]
+    dtypes = _whole_file_dtypes(path, [*dict.fromkeys([*features, *keys])])
     if cfg.data.task == "regression" and not _is_number_dtype(dtypes[target]):
         # the error lists the first bad values of the whole column: read it (only it)
-        whole = pd.read_parquet(path, columns=[c for c in (target, region_col) if c])
-        _filter_rows(whole, cfg, origin, region_col, target, [], None)
+        _filter_rows(pd.read_parquet(path, columns=keys), cfg, origin, region_col, target, [], None)
     text = [c for c in features if not _is_number_dtype(dtypes[c])]
-    as_numbers = _text_decisions(path, cfg, region_col, target, text, dtypes) if text else {}
+    as_numbers = _text_decisions(path, cfg, keys, text, dtypes) if text else {}
 
     store = ColumnStore(Path(tempfile.mkdtemp(prefix="fedglobal-data-")))
-    region_vocab, label_vocab = _Vocabulary(), _Vocabulary()
-    region_codes, present, n_targets = [], dict.fromkeys(features, False), 0
-    for raw in _batches(path, used, dtypes):
+    region_vocab = _Vocabulary()
+    region_codes, keep_parts = [], []
+    present, n_targets = dict.fromkeys(features, False), 0
+    for read in _row_groups(path, dtypes):
         frame, regions = _filter_rows(
-            raw, cfg, origin, region_col, target, features, None, batch=True
+            read(keys), cfg, origin, region_col, target, [], None, batch=True
         )
         n_targets += len(frame)
-        for col in features:
-            present[col] = present[col] or bool(frame[col].notna().any())
-        frame = _clean_rows(
-            frame, features, cfg, origin, check_all_missing=False, as_numbers=as_numbers
-        )
-        for col in frame.columns:
-            store.append(col, frame[col])
+        keep = np.ones(len(frame), dtype=bool)
+        for col in features:  # one column in memory at a time
+            raw = read([col])[col].loc[frame.index]
+            present[col] = present[col] or bool(raw.notna().any())
+            cleaned = _clean_feature(
+                raw, col, cfg, origin, check_all_missing=False, as_numbers=as_numbers.get(col)
+            )
+            if cfg.data.missing == "drop":
+                keep &= cleaned.notna().to_numpy()
+            store.append(col, cleaned)
+        keep_parts.append(keep)
+        store.append(target, frame[target])
         if regions is not None and cfg.data.partition == "column":
             region_codes.append(region_vocab.encode(regions.loc[frame.index]))
         if cfg.data.task == "classification":
@@ -382,32 +390,42 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
     for col in features:
         if not present[col]:
             raise _all_missing_error(col, origin)
-    n = store.columns[target].file.rows if target in store.columns else 0
-    if n == 0:
+    kept = np.flatnonzero(np.concatenate(keep_parts))  # stored rows left after the drops
+    del keep_parts
+    if len(kept) == 0:
         raise DataError(f"{origin}: no rows left after dropping rows with missing values")
+    labels = None
     if cfg.data.task == "classification":
+        label_codes = store.block(_LABELS, 0, n_targets)[kept]
         label_vocab = store.columns[_LABELS].vocab
         assert label_vocab is not None
-        _check_classes([str(v) for v in label_vocab.values], target, origin)
-
+        labels = label_vocab.decode(pd.unique(label_codes))  # in order of appearance
+        _check_classes([str(v) for v in labels], target, origin)
+        del label_codes
     codes = None
     if region_codes:
-        names = sorted(str(v) for v in region_vocab.values)
+        found = np.concatenate(region_codes)[kept]
+        del region_codes
+        seen = np.unique(found)  # regions whose rows were all dropped do not exist
+        names = sorted(str(region_vocab.values[k]) for k in seen)
         where = {name: k for k, name in enumerate(names)}
-        rank = np.array([*(where[str(v)] for v in region_vocab.values), -1], np.int64)
-        codes = (rank[np.concatenate(region_codes)], names)
-    del region_codes
+        rank = np.full(len(region_vocab.values) + 1, -1, np.int64)
+        rank[seen] = [where[str(region_vocab.values[k])] for k in seen]
+        codes = (rank[found], names)
+        del found
 
-    def labels() -> np.ndarray:
-        return label_vocab.decode(store.block(_LABELS, 0, n))
+    def row_labels() -> np.ndarray:
+        vocab = store.columns[_LABELS].vocab
+        assert vocab is not None
+        return vocab.decode(store.block(_LABELS, 0, n_targets)[kept])
 
-    groups = _assign_regions(n, labels, codes, cfg, None)
+    groups = _assign_regions(len(kept), row_labels, codes, cfg, None)
     del codes
-    kept, rare = _apply_rare_policy(groups, cfg, origin)
-    order = np.concatenate(list(kept.values()))
-    bounds = np.concatenate([[0], np.cumsum([len(pos) for pos in kept.values()])])
-    names = list(kept)
-    del groups, kept
+    groups, rare = _apply_rare_policy(groups, cfg, origin)
+    order = kept[np.concatenate(list(groups.values()))]  # stored row of each sorted row
+    bounds = np.concatenate([[0], np.cumsum([len(pos) for pos in groups.values()])])
+    names = list(groups)
+    del groups
     for column in store.columns.values():
         column.file.reorder(order)
     return _Prepared(None, features, target, _Blocks(names, bounds), rare, store)
@@ -435,40 +453,47 @@ def _whole_file_dtypes(path: Path, used: list[str]) -> dict[str, Any]:
     return dtypes
 
 
-def _batches(path: Path, columns: list[str], dtypes: dict[str, Any]) -> Iterator[pd.DataFrame]:
-    """The file's ``columns`` in pandas batches of :data:`BATCH_ROWS` rows, with the
-    whole file's dtypes."""
-    try:
-        for batch in _parquet_file(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            raw = batch.to_pandas()
+def _row_groups(
+    path: Path, dtypes: dict[str, Any]
+) -> Iterator[Callable[[list[str]], pd.DataFrame]]:
+    """For each row group of the file, ``read(columns)``: those columns of it in pandas,
+    with the whole file's dtypes. pyarrow decodes a row group at a time (its batch
+    readers too), so reading one column of it at a time bounds the memory."""
+    pf = _parquet_file(path)
+
+    def reader(group: int) -> Callable[[list[str]], pd.DataFrame]:
+        def read(columns: list[str]) -> pd.DataFrame:
+            try:
+                frame = pf.read_row_group(group, columns=columns).to_pandas()
+            except OSError as exc:  # pyarrow's errors for a corrupt file derive from it
+                raise DataError(f"{str(path)!r} is not a readable Parquet file: {exc}") from None
             for name in columns:
-                if raw[name].dtype != dtypes[name]:
-                    raw[name] = raw[name].astype(dtypes[name])
-            yield raw
-    except OSError as exc:  # pyarrow's errors for a corrupt file derive from it
-        raise DataError(f"{str(path)!r} is not a readable Parquet file: {exc}") from None
+                if frame[name].dtype != dtypes[name]:
+                    frame[name] = frame[name].astype(dtypes[name])
+            return frame
+
+        return read
+
+    for group in range(pf.metadata.num_row_groups):
+        yield reader(group)
 
 
 def _text_decisions(
-    path: Path,
-    cfg: ExperimentConfig,
-    region_col: str | None,
-    target: str,
-    text: list[str],
-    dtypes: dict[str, Any],
+    path: Path, cfg: ExperimentConfig, keys: list[str], text: list[str], dtypes: dict[str, Any]
 ) -> dict[str, bool]:
     """``{text feature: read as numbers}``, decided over the whole column as in memory
-    (and its errors: a column with no value, non-numbers where numbers are needed)."""
-    origin = cfg.data.source
-    columns = [c for c in dict.fromkeys([*text, target, region_col]) if c is not None]
+    (and its errors: no target at all, a column with no value, non-numbers where
+    numbers are needed). ``keys``: the target and the region column, if any."""
+    origin, target = cfg.data.source, keys[0]
+    region_col = keys[1] if len(keys) > 1 else None
     numbers, present = dict.fromkeys(text, True), dict.fromkeys(text, False)
     bad: dict[str, list[Any]] = {col: [] for col in text}
     n_targets = 0
-    for raw in _batches(path, columns, dtypes):
-        frame, _ = _filter_rows(raw, cfg, origin, region_col, target, text, None, batch=True)
+    for read in _row_groups(path, dtypes):
+        frame, _ = _filter_rows(read(keys), cfg, origin, region_col, target, [], None, batch=True)
         n_targets += len(frame)
         for col in text:
-            series = frame[col]
+            series = read([col])[col].loc[frame.index]
             converted = pd.to_numeric(series, errors="coerce")
             all_numbers, any_present = _numbers_as_text(series, converted)
             numbers[col] = numbers[col] and all_numbers

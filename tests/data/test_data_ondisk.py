@@ -26,10 +26,9 @@ from fedglobal.errors import DataError
 FIELDS = ("x_train", "y_train", "x_test", "y_test")
 
 
-@pytest.fixture(autouse=True)
-def small_batches(monkeypatch):
-    """7-row batches, so every table here is cleaned in many batches."""
-    monkeypatch.setattr(ondisk, "BATCH_ROWS", 7)
+def _write(frame: pd.DataFrame, path, rows: int = 7, **kwargs) -> None:
+    """Row groups of 7 rows, so every table here is cleaned in many pieces."""
+    frame.to_parquet(path, row_group_size=rows, **kwargs)
 
 
 def _assert_same(make_cfg, **data) -> None:
@@ -39,6 +38,7 @@ def _assert_same(make_cfg, **data) -> None:
     regions = list_regions(memory)
     assert list_regions(disk) == regions and len(regions) >= 2
     assert region_sizes(disk) == region_sizes(memory)
+    assert _prepared_source(disk).rare == _prepared_source(memory).rare
     schema = merge_stats([local_stats(load_region(memory, r), memory) for r in regions], memory)
     for region in regions:
         a, b = load_region(memory, region), load_region(disk, region)
@@ -73,7 +73,7 @@ def _weather(n: int = 160) -> pd.DataFrame:
 
 def test_gapminder_regression_missing_values_log_features(make_cfg, gapminder, tmp_path):
     table = read_source(make_cfg(**gapminder))
-    table.to_parquet(tmp_path / "g.parquet")
+    _write(table, tmp_path / "g.parquet", rows=500)
     _assert_same(make_cfg, **{**gapminder, "source": "parquet:g.parquet"})
 
 
@@ -88,7 +88,7 @@ def test_gapminder_regression_missing_values_log_features(make_cfg, gapminder, t
 def test_text_integer_boolean_columns_and_integer_classes(make_cfg, tmp_path, partition):
     """Text categories, numbers stored as text, integers with missing values, booleans,
     float32 kept, integer classes with missing values; column, iid and Dirichlet."""
-    _weather().to_parquet(tmp_path / "w.parquet")
+    _write(_weather(), tmp_path / "w.parquet")
     keys = {"source": "parquet:w.parquet", "target": "rain", "task": "classification"}
     _assert_same(make_cfg, **keys, **partition, min_region_rows=2)
     disk = make_cfg(**keys, **partition, min_region_rows=2, storage="disk")
@@ -96,35 +96,33 @@ def test_text_integer_boolean_columns_and_integer_classes(make_cfg, tmp_path, pa
     assert "sky" in stats.vocab and "pressure_text" in stats.sums  # text and numbers-as-text
 
 
-def test_missing_drop_rare_regions_drop_and_string_classes(make_cfg, tmp_path):
-    frame = _weather(200)
+@pytest.mark.parametrize("index", [False, True])
+def test_missing_drop_rare_regions_drop_and_string_classes(make_cfg, tmp_path, index):
+    """Also: a region whose rows are all dropped, and (index=True) a stored index."""
+    frame = _weather(240)
     frame["rain"] = frame["rain"].map({0: "dry", 1: "drizzle", 2: "storm"})
     frame.loc[frame.index[:3], "city"] = "Quito"  # 3 rows: rare
+    frame.loc[frame.index[3:15], ["city", "wind"]] = ["Nuuk", np.nan]  # dropped: no wind
     frame.loc[7, "city"] = None  # a row without a region is dropped
-    frame.to_parquet(tmp_path / "w.parquet", index=False)
-    _assert_same(
-        make_cfg,
-        source="parquet:w.parquet",
-        region="city",
-        target="rain",
-        task="classification",
-        missing="drop",
-        rare_regions="drop",
-    )
-    assert "Quito" not in list_regions(
-        make_cfg(
-            source="parquet:w.parquet",
-            region="city",
-            target="rain",
-            task="classification",
-            rare_regions="drop",
-            storage="disk",
-        )
-    )
+    if index:
+        frame = frame.iloc[::-2]  # written with its index (a column of the file)
+    _write(frame, tmp_path / "w.parquet", index=index)
+    keys = {
+        "source": "parquet:w.parquet",
+        "region": "city",
+        "target": "rain",
+        "task": "classification",
+        "rare_regions": "drop",
+    }
+    _assert_same(make_cfg, **keys, missing="drop")
+    regions = list_regions(make_cfg(**keys, missing="drop", storage="disk"))
+    assert "Quito" not in regions and "Nuuk" not in regions and "Lima" in regions
+    if not index:
+        assert "Nuuk" in list_regions(make_cfg(**keys, storage="disk"))
 
 
 def test_regions_are_contiguous_blocks_and_files_go_with_the_store(make_cfg, tmp_path):
-    _weather().to_parquet(tmp_path / "w.parquet")
+    _write(_weather(), tmp_path / "w.parquet")
     cfg = make_cfg(source="parquet:w.parquet", region="city", target="uv", storage="disk")
     prepared = _prepared_source(cfg)
     folder = prepared.store.folder
@@ -165,7 +163,7 @@ def _error(make_cfg, storage: str, **data) -> str:
     ],
 )
 def test_errors_are_the_in_memory_errors(make_cfg, tmp_path, change, data, expected):
-    change(_weather()).to_parquet(tmp_path / "w.parquet")
+    _write(change(_weather()), tmp_path / "w.parquet")
     keys = {
         "source": "parquet:w.parquet",
         "region": "city",
@@ -179,7 +177,7 @@ def test_errors_are_the_in_memory_errors(make_cfg, tmp_path, change, data, expec
 
 
 def test_regression_target_as_text_is_the_in_memory_error(make_cfg, tmp_path):
-    _weather().to_parquet(tmp_path / "w.parquet")
+    _write(_weather(), tmp_path / "w.parquet")
     keys = {"source": "parquet:w.parquet", "region": "city", "target": "sky"}
     in_memory = _error(make_cfg, "memory", **keys)
     assert "is not numeric" in in_memory
@@ -195,7 +193,7 @@ def test_disk_needs_a_parquet_source(make_cfg, tmp_path):
 
 def test_disk_names_a_column_it_cannot_read_in_batches(make_cfg, tmp_path):
     frame = _weather().assign(day=pd.date_range("2024-01-01", periods=160, freq="D"))
-    frame.to_parquet(tmp_path / "w.parquet")
+    _write(frame, tmp_path / "w.parquet")
     message = _error(make_cfg, "disk", source="parquet:w.parquet", region="city", target="uv")
     assert "'day' (timestamp" in message and "data.storage = 'memory'" in message
     # auto reads it in memory instead
@@ -204,7 +202,7 @@ def test_disk_names_a_column_it_cannot_read_in_batches(make_cfg, tmp_path):
 
 
 def test_auto_chooses_disk_from_the_size_threshold(make_cfg, tmp_path, monkeypatch):
-    _weather().to_parquet(tmp_path / "w.parquet")
+    _write(_weather(), tmp_path / "w.parquet")
     cfg = make_cfg(source="parquet:w.parquet", region="city", target="uv")
     assert cfg.data.storage == "auto"
     assert ondisk.out_of_core_path(cfg) is None  # a small file: memory
