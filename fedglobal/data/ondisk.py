@@ -36,6 +36,7 @@ temporary folder removed when the process exits (or the store is dropped).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -182,9 +183,8 @@ class _ArrayFile:
     rows: int = 0
     _fd: int | None = field(default=None, repr=False)
 
-    @property
-    def row_bytes(self) -> int:
-        return int(self.dtype.itemsize * np.prod(self.row_shape, dtype=np.int64))
+    def __post_init__(self) -> None:
+        self.row_bytes = self.dtype.itemsize * math.prod(self.row_shape)
 
     def append(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
