@@ -78,7 +78,8 @@ def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
                             store.new_file(xc.dtype, xc.shape[1:]),
                             store.new_file(yc.dtype, yc.shape[1:]),
                         )
-                    x.append(xc), y.append(yc)
+                    x.append(xc)
+                    y.append(yc)
                     continue
                 if x is None:  # the widths are known once the first chunk is encoded
                     x = np.empty((n, *xc.shape[1:]), xc.dtype)

@@ -40,6 +40,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ from fedglobal.data.regions import (
     _Prepared,
     _select_columns,
 )
-from fedglobal.data.sources import parse_source
+from fedglobal.data.sources import _PARQUET_MAGIC, _head, parse_source
 from fedglobal.errors import DataError
 
 __all__ = ["AUTO_DISK_BYTES", "ColumnStore", "out_of_core_path", "prepare_parquet"]
@@ -74,6 +75,7 @@ log = logging.getLogger(__name__)
 #: ``data.storage = "auto"`` reads a Parquet file out of core from this size on.
 AUTO_DISK_BYTES = 64 * 2**20
 
+_open_lock = threading.Lock()
 _LABELS = "\0labels"  # the store's column of the target's canonical label codes
 
 
@@ -85,7 +87,7 @@ def out_of_core_path(cfg: ExperimentConfig) -> Path | None:
 
     ``"disk"`` needs a ``parquet:`` source (DataError otherwise); ``"auto"`` chooses
     disk for Parquet files of :data:`AUTO_DISK_BYTES` or more whose columns it can
-    read in batches, and says so in the log."""
+    read out of core, and says so in the log."""
     storage = cfg.data.storage
     if storage == "memory":
         return None
@@ -99,7 +101,7 @@ def out_of_core_path(cfg: ExperimentConfig) -> Path | None:
             )
         return None
     path = cfg.resolve_path(spec.location).resolve()
-    if not path.is_file():
+    if not path.is_file() or _head(path, 4) != _PARQUET_MAGIC:
         return None  # reading it in memory raises the clear error
     size = path.stat().st_size
     if storage == "auto" and size < AUTO_DISK_BYTES:
@@ -109,8 +111,8 @@ def out_of_core_path(cfg: ExperimentConfig) -> Path | None:
         listing = ", ".join(f"{name!r} ({kind})" for name, kind in unreadable.items())
         if storage == "disk":
             raise DataError(
-                f"data.storage = 'disk' cannot read column(s) {listing} of {str(path)!r} in "
-                "batches (it reads integers, floats, booleans without missing values and "
+                f"data.storage = 'disk' cannot read column(s) {listing} of {str(path)!r} "
+                "out of core (it reads integers, floats, booleans without missing values and "
                 "strings); drop them from data.features, or set data.storage = 'memory'"
             )
         log.info("data.storage = auto: %s in memory (columns %s)", path.name, listing)
@@ -133,7 +135,7 @@ def _used_columns(path: Path, cfg: ExperimentConfig) -> tuple[str | None, str, l
     """``(region column, target, features)`` as the in-memory path selects them."""
     empty = _parquet_file(path).schema_arrow.empty_table().to_pandas()
     empty.columns = [str(c) for c in empty.columns]
-    return _select_columns(empty, cfg, f"parquet:{path}", False)
+    return _select_columns(empty, cfg, cfg.data.source, False)
 
 
 def _unsupported_columns(path: Path, cfg: ExperimentConfig) -> dict[str, str]:
@@ -195,8 +197,11 @@ class _ArrayFile:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start`` to ``stop`` (read-only; one ``pread``, thread-safe)."""
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-            weakref.finalize(self, os.close, self._fd)
+            with _open_lock:  # regions may be read from several threads
+                if self._fd is None:
+                    fd = os.open(self.path, os.O_RDONLY)
+                    weakref.finalize(self, os.close, fd)
+                    self._fd = fd
         size = (stop - start) * self.row_bytes
         data = os.pread(self._fd, size, start * self.row_bytes)
         if len(data) != size:

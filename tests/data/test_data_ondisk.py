@@ -214,3 +214,27 @@ def test_auto_chooses_disk_from_the_size_threshold(make_cfg, tmp_path, monkeypat
         )
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty"),
+        (b"city,uv\nLima,3\n", "is not a Parquet file (no 'PAR1' magic bytes)"),
+        (b"PAR1 but cut short", "is not a readable Parquet file"),
+    ],
+)
+def test_a_bad_file_is_the_in_memory_error(make_cfg, tmp_path, content, expected):
+    (tmp_path / "w.parquet").write_bytes(content)
+    keys = {"source": "parquet:w.parquet", "region": "city", "target": "uv"}
+    in_memory, on_disk = _error(make_cfg, "memory", **keys), _error(make_cfg, "disk", **keys)
+    assert expected in in_memory and expected in on_disk
+    assert on_disk.split(": ")[0] == in_memory.split(": ")[0]  # the path and what is wrong
+
+
+def test_a_missing_column_is_the_in_memory_error(make_cfg, tmp_path):
+    _write(_weather(), tmp_path / "w.parquet")
+    keys = {"source": "parquet:w.parquet", "region": "citi", "target": "uv"}
+    in_memory = _error(make_cfg, "memory", **keys)
+    assert "did you mean 'city'?" in in_memory
+    assert _error(make_cfg, "disk", **keys) == in_memory
