@@ -83,6 +83,24 @@ def test_same_seed_same_history_different_seed_differs(small_quickstart, tmp_pat
     assert not np.allclose(a.value.to_numpy(), c.value.to_numpy())
 
 
+def test_data_on_disk_gives_the_same_history_as_in_memory(small_quickstart, tmp_path):
+    """data.storage = "disk" (region-sorted files, read per sampled region) changes
+    where the rows live, not one number of the run."""
+    from fedglobal.config import ExperimentConfig
+    from fedglobal.data.sources import read_source
+
+    cfg = ExperimentConfig.from_dict({"data": small_quickstart["data"]})
+    read_source(cfg).to_parquet(tmp_path / "table.parquet", row_group_size=1000)
+    small_quickstart["experiment"]["rounds"] = 1
+    small_quickstart["data"]["source"] = f"parquet:{tmp_path / 'table.parquet'}"
+    histories = {}
+    for storage in ("memory", "disk"):
+        small_quickstart["data"]["storage"] = storage
+        histories[storage] = fedglobal.simulate(small_quickstart, quiet=True).history
+    assert len(histories["disk"]) > 0
+    pd.testing.assert_frame_equal(histories["disk"], histories["memory"])
+
+
 def test_layerwise_keeps_local_layers_off_the_server(small_quickstart):
     small_quickstart["experiment"]["rounds"] = 2
     small_quickstart["strategy"] = {

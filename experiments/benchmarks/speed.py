@@ -20,7 +20,9 @@ Sections (each runs in fresh subprocesses, so start-up and memory are its own):
   cohort training (one XLA program per round), time spent training and whole run;
 - ``workers``: the sequential path with ``experiment.workers = 2`` against 0;
 - ``scale``: 100, 1,000 and 10,000 regions of 200 rows, 10% trained and evaluated
-  per round: peak memory (RSS) and seconds per round;
+  per round, the data on disk (``data.storage = "disk"``): peak memory (RSS) and
+  seconds per round; 10,000 regions sampling as many as 1,000 did; 10,000 regions
+  with the data in memory;
 - ``aggregation``: streaming FedAvg of 100 updates of a 10M-parameter model
   against numpy reading the bytes once, and against Flower's
   ``aggregate_arrayrecords``; peak extra memory (tracemalloc);
