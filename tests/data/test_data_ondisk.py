@@ -160,6 +160,8 @@ def _error(make_cfg, storage: str, **data) -> str:
             "all values missing",
         ),
         (lambda f: f, {"min_region_rows": 100}, "fewer than data.min_region_rows"),
+        (lambda f: f, {"target": "sky", "task": "regression"}, "is not numeric"),
+        (lambda f: f, {"region": "citi"}, "did you mean 'city'?"),
     ],
 )
 def test_errors_are_the_in_memory_errors(make_cfg, tmp_path, change, data, expected):
@@ -176,14 +178,6 @@ def test_errors_are_the_in_memory_errors(make_cfg, tmp_path, change, data, expec
     assert _error(make_cfg, "disk", **keys) == in_memory
 
 
-def test_regression_target_as_text_is_the_in_memory_error(make_cfg, tmp_path):
-    _write(_weather(), tmp_path / "w.parquet")
-    keys = {"source": "parquet:w.parquet", "region": "city", "target": "sky"}
-    in_memory = _error(make_cfg, "memory", **keys)
-    assert "is not numeric" in in_memory
-    assert _error(make_cfg, "disk", **keys) == in_memory
-
-
 def test_disk_needs_a_parquet_source(make_cfg, tmp_path):
     _weather().to_csv(tmp_path / "w.csv", index=False)
     message = _error(make_cfg, "disk", source="csv:w.csv", region="city", target="uv")
@@ -191,7 +185,7 @@ def test_disk_needs_a_parquet_source(make_cfg, tmp_path):
     assert "'csv:" in message and "w.csv'" in message and "data.storage = 'memory'" in message
 
 
-def test_disk_names_a_column_it_cannot_read_in_batches(make_cfg, tmp_path):
+def test_disk_names_a_column_it_cannot_read_out_of_core(make_cfg, tmp_path):
     frame = _weather().assign(day=pd.date_range("2024-01-01", periods=160, freq="D"))
     _write(frame, tmp_path / "w.parquet")
     message = _error(make_cfg, "disk", source="parquet:w.parquet", region="city", target="uv")
@@ -230,11 +224,3 @@ def test_a_bad_file_is_the_in_memory_error(make_cfg, tmp_path, content, expected
     in_memory, on_disk = _error(make_cfg, "memory", **keys), _error(make_cfg, "disk", **keys)
     assert expected in in_memory and expected in on_disk
     assert on_disk.split(": ")[0] == in_memory.split(": ")[0]  # the path and what is wrong
-
-
-def test_a_missing_column_is_the_in_memory_error(make_cfg, tmp_path):
-    _write(_weather(), tmp_path / "w.parquet")
-    keys = {"source": "parquet:w.parquet", "region": "citi", "target": "uv"}
-    in_memory = _error(make_cfg, "memory", **keys)
-    assert "did you mean 'city'?" in in_memory
-    assert _error(make_cfg, "disk", **keys) == in_memory
