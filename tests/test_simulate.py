@@ -85,20 +85,31 @@ def test_same_seed_same_history_different_seed_differs(small_quickstart, tmp_pat
 
 def test_data_on_disk_gives_the_same_history_as_in_memory(small_quickstart, tmp_path):
     """data.storage = "disk" (region-sorted files, read per sampled region) changes
-    where the rows live, not one number of the run."""
+    where the rows live, not one number of the run; also with two worker processes,
+    which prepare their own files and remove them when they stop."""
+    import tempfile
+    from pathlib import Path
+
     from fedglobal.config import ExperimentConfig
     from fedglobal.data.sources import read_source
+
+    def stores() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("fedglobal-data-*"))
 
     cfg = ExperimentConfig.from_dict({"data": small_quickstart["data"]})
     read_source(cfg).to_parquet(tmp_path / "table.parquet", row_group_size=1000)
     small_quickstart["experiment"]["rounds"] = 1
     small_quickstart["data"]["source"] = f"parquet:{tmp_path / 'table.parquet'}"
+    before = stores()
     histories = {}
-    for storage in ("memory", "disk"):
+    for storage, workers in (("memory", 0), ("disk", 0), ("disk", 2)):
         small_quickstart["data"]["storage"] = storage
-        histories[storage] = fedglobal.simulate(small_quickstart, quiet=True).history
-    assert len(histories["disk"]) > 0
-    pd.testing.assert_frame_equal(histories["disk"], histories["memory"])
+        small_quickstart["experiment"]["workers"] = workers
+        histories[storage, workers] = fedglobal.simulate(small_quickstart, quiet=True).history
+    assert len(histories["memory", 0]) > 0
+    pd.testing.assert_frame_equal(histories["disk", 0], histories["memory", 0])
+    pd.testing.assert_frame_equal(histories["disk", 2], histories["memory", 0])
+    assert len(stores() - before) == 1  # this process's (cached); the workers' are gone
 
 
 def test_layerwise_keeps_local_layers_off_the_server(small_quickstart):
