@@ -22,6 +22,11 @@ builds two DataFrames per region, about 2.7 ms of pandas overhead for 200 rows,
 prepared source's columns, sliced by the region's train positions, with the same
 numpy reductions on the same values in the same order, so the results are equal
 (tested), not merely close.
+
+With ``data.storage = "disk"`` (:mod:`fedglobal.data.ondisk`) both work on the
+store's files instead: the whole-source encoding is written to two more files in
+region order, and a region's statistics and arrays are its block of rows, read
+when the region is sampled.
 """
 
 from __future__ import annotations
