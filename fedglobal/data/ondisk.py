@@ -142,7 +142,8 @@ def _unsupported_columns(path: Path, cfg: ExperimentConfig) -> dict[str, str]:
     import pyarrow as pa
 
     region_col, target, features = _used_columns(path, cfg)
-    schema = _parquet_file(path).schema_arrow
+    pf = _parquet_file(path)
+    schema = pf.schema_arrow
     out = {}
     for name in [c for c in (region_col, target, *features) if c is not None]:
         kind = schema.field(name).type
@@ -151,16 +152,16 @@ def _unsupported_columns(path: Path, cfg: ExperimentConfig) -> dict[str, str]:
             or pa.types.is_floating(kind)
             or pa.types.is_string(kind)
             or pa.types.is_large_string(kind)
-            or (pa.types.is_boolean(kind) and _null_count(path, name) == 0)
+            or (pa.types.is_boolean(kind) and _null_count(pf, name) == 0)
         )
         if not readable:
             out[name] = "boolean with missing values" if pa.types.is_boolean(kind) else str(kind)
     return out
 
 
-def _null_count(path: Path, name: str) -> int:
-    """Missing values in column ``name``: from the file's statistics, else by reading it."""
-    pf = _parquet_file(path)
+def _null_count(pf: Any, name: str) -> int:
+    """Missing values in column ``name`` of the open Parquet file ``pf``: from the file's
+    statistics, else by reading the column."""
     meta = pf.metadata
     leaf = [meta.schema.column(j).path for j in range(meta.num_columns)].index(name)
     total = 0
@@ -399,14 +400,13 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
     del keep_parts
     if len(kept) == 0:
         raise DataError(f"{origin}: no rows left after dropping rows with missing values")
-    labels = None
+    label_codes = label_vocab = None
     if cfg.data.task == "classification":
         label_codes = store.block(_LABELS, 0, n_targets)[kept]
         label_vocab = store.columns[_LABELS].vocab
         assert label_vocab is not None
         labels = label_vocab.decode(pd.unique(label_codes))  # in order of appearance
         _check_classes([str(v) for v in labels], target, origin)
-        del label_codes
     codes = None
     if region_codes:
         found = np.concatenate(region_codes)[kept]
@@ -419,13 +419,13 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
         codes = (rank[found], names)
         del found
 
-    def row_labels() -> np.ndarray:
-        vocab = store.columns[_LABELS].vocab
-        assert vocab is not None
-        return vocab.decode(store.block(_LABELS, 0, n_targets)[kept])
+    def row_labels() -> np.ndarray:  # Dirichlet partitions (classification only)
+        assert label_vocab is not None and label_codes is not None
+        return label_vocab.decode(label_codes)
 
     groups = _assign_regions(len(kept), row_labels, codes, cfg, None)
     del codes
+    label_codes = None  # freed before the files are sorted
     groups, rare = _apply_rare_policy(groups, cfg, origin)
     order = kept[np.concatenate(list(groups.values()))]  # stored row of each sorted row
     bounds = np.concatenate([[0], np.cumsum([len(pos) for pos in groups.values()])])
@@ -453,7 +453,7 @@ def _whole_file_dtypes(path: Path, used: list[str]) -> dict[str, Any]:
     for name in used:
         dtypes[name] = empty[name].dtype  # with pandas' metadata (e.g. Int64) if any
         numpy_int = isinstance(dtypes[name], np.dtype) and dtypes[name].kind in "iu"
-        if numpy_int and _null_count(path, name):
+        if numpy_int and _null_count(pf, name):
             dtypes[name] = np.dtype(np.float64)
     return dtypes
 
