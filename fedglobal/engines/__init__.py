@@ -7,8 +7,10 @@ component reference, the same strings as ``[tool.flwr.app.components]``.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
+from fedglobal.bulk_import import bulk_import
 from fedglobal.errors import EngineError
 
 SERVER_APP = "fedglobal.server_app:app"
@@ -20,9 +22,17 @@ ENGINES = ("inprocess", "ray", "deployment")
 
 
 def load_component(reference: str) -> Any:
-    """Load ``module:attribute`` (a Flower app component reference)."""
+    """Load ``module:attribute`` (a Flower app component reference).
+
+    A module's first import (the apps bring in TensorFlow and Keras) runs under
+    :func:`fedglobal.bulk_import.bulk_import`.
+    """
     module_name, _, attribute = reference.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attribute)
+        if module_name in sys.modules:
+            return getattr(sys.modules[module_name], attribute)
+        with bulk_import():
+            module = importlib.import_module(module_name)
+        return getattr(module, attribute)
     except (ImportError, AttributeError) as exc:
         raise EngineError(f"cannot load app component {reference!r}: {exc}") from exc
