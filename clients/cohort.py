@@ -55,6 +55,7 @@ from flwr.client.mod.utils import make_ffn
 
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
+from fedglobal import compile_cache
 
 log = logging.getLogger(__name__)
 
@@ -429,6 +430,7 @@ class CohortTrainer:
                 with _tracing_patches(self.inner):
                     self._last = fn(*inputs)
                 self.compiles += 1
+                compile_cache.flags_read()  # compiled: TensorFlow has read TF_XLA_FLAGS
                 if loop:
                     self.vectorized = False
                     log.info(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
+
+# The session's own XLA program cache (fedglobal/compile_cache.py), not the user's.
+_XLA_CACHE = tempfile.mkdtemp(prefix="fedglobal-test-xla-")
+os.environ.setdefault("FEDGLOBAL_COMPILE_CACHE", _XLA_CACHE)
+atexit.register(shutil.rmtree, _XLA_CACHE, True)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "quickstart.toml"

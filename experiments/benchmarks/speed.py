@@ -97,14 +97,26 @@ def _load() -> str:
         return "load average unknown"
 
 
-def _timed(command: list[str], what: str, timeout: float = 1800) -> tuple[str, float]:
-    """Run ``command`` from the repository root; its stdout and wall seconds."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    started = time.perf_counter()
-    out = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
-    )
-    wall = time.perf_counter() - started
+def _timed(
+    command: list[str], what: str, timeout: float = 1800, cache: Path | None = None
+) -> tuple[str, float]:
+    """Run ``command`` from the repository root; its stdout and wall seconds.
+
+    XLA programs are compiled from scratch (an empty compile cache of its own,
+    fedglobal/compile_cache.py) unless ``cache`` names a folder to share.
+    """
+    with tempfile.TemporaryDirectory(prefix="fedglobal-xla-") as cold:
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONUNBUFFERED": "1",
+            "FEDGLOBAL_COMPILE_CACHE": str(cache or cold),
+        }
+        started = time.perf_counter()
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        )
+        wall = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
     return out.stdout, wall
@@ -364,50 +376,72 @@ def _run(raw: dict, folder: Path, name: str, engine: str = "inprocess", timeout:
     return _runs([raw], folder, name, engine, timeout)[0]
 
 
-def _console(raw: dict, folder: Path, name: str, engine: str) -> dict:
-    """``fedglobal simulate`` as a user runs it: wall time of the whole command."""
+def _console(raw: dict, folder: Path, name: str, engine: str, cache: Path | None = None) -> dict:
+    """``fedglobal simulate`` as a user runs it: wall time of the whole command
+    (compile cache: empty, or ``cache``)."""
     config = _toml(raw, folder, name)
     script = Path(PYTHON).with_name("fedglobal")
     command = [str(script)] if script.is_file() else [PYTHON, "-m", "fedglobal.cli"]
     out_dir = folder / "cli-runs" / name
     args = ["simulate", str(config), "--engine", engine, "--quiet", "--output-dir", str(out_dir)]
-    _, wall = _timed([*command, *args], f"fedglobal simulate --engine {engine}")
+    _, wall = _timed([*command, *args], f"fedglobal simulate --engine {engine}", cache=cache)
     (run_dir,) = [p for p in out_dir.iterdir() if p.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"wall_s": round(wall, 2), "accuracy": summary["final"]["test/all"]["accuracy"]}
 
 
+def _spread(runs: list[dict]) -> tuple[float, list[float]]:
+    walls = sorted(r["wall_s"] for r in runs)
+    return walls[len(walls) // 2], walls
+
+
 def section_engines(folder: Path, results: dict, skip_ray: bool, repeats: int = 3) -> None:
     cohort = _merge(WORKLOAD, client={"cohort": True})
-    timed = [_console(cohort, folder, f"cohort-s0-{i}", "inprocess") for i in range(repeats)]
-    walls = sorted(r["wall_s"] for r in timed)
-    median = walls[len(walls) // 2]
-    seeds = [timed[0]]
+    warm_cache = folder / "xla-cache"  # filled by the first cold run, then reused
+    cold = [
+        _console(cohort, folder, f"cohort-s0-cold{i}", "inprocess", warm_cache if i == 0 else None)
+        for i in range(repeats)
+    ]
+    warm = [
+        _console(cohort, folder, f"cohort-s0-warm{i}", "inprocess", warm_cache)
+        for i in range(repeats)
+    ]
+    seeds = [cold[0]]
     for seed in (1, 2):
         raw = _merge(cohort, experiment={"seed": seed})
-        seeds.append(_console(raw, folder, f"cohort-s{seed}", "inprocess"))
-    results["engines"] = {"inprocess_cohort": timed, "inprocess_seeds": seeds}
-    rows = [
-        (
-            f"in-process, cohort (seed 0, {repeats} runs)",
-            f"{median:.1f} s median wall incl. start-up ("
-            + " / ".join(f"{w:.1f}" for w in walls)
-            + ")",
-        ),
-        ("  final accuracy, seeds 0/1/2", " / ".join(f"{r['accuracy']:.4f}" for r in seeds)),
-    ]
+        seeds.append(_console(raw, folder, f"cohort-s{seed}", "inprocess", warm_cache))
+    results["engines"] = {"inprocess_cold": cold, "inprocess_warm": warm, "inprocess_seeds": seeds}
+    spreads = {"cold": _spread(cold), "warm": _spread(warm)}
+    rows = []
+    for kind, what in (("cold", "empty compile cache"), ("warm", "compile cache warm")):
+        median, walls = spreads[kind]
+        rows.append(
+            (
+                f"in-process, cohort, {what} ({repeats} runs)",
+                f"{median:.1f} s median wall incl. start-up ("
+                + " / ".join(f"{w:.1f}" for w in walls)
+                + ")",
+            )
+        )
+    rows.append(
+        ("  final accuracy, seeds 0/1/2", " / ".join(f"{r['accuracy']:.4f}" for r in seeds))
+    )
     if not skip_ray:
         ray = _console(WORKLOAD, folder, "ray", "ray")
         results["engines"]["ray"] = ray
         rows += [
             ("Ray engine (seed 0)", f"{ray['wall_s']:.1f} s wall incl. start-up"),
             ("  final accuracy", f"{ray['accuracy']:.4f}"),
-            ("RATIO Ray / in-process (median)", _ratio(ray["wall_s"], median)),
-            (
-                "  range (slowest / fastest in-process)",
-                f"{_ratio(ray['wall_s'], walls[-1])} / {_ratio(ray['wall_s'], walls[0])}",
-            ),
         ]
+        for kind in ("cold", "warm"):
+            median, walls = spreads[kind]
+            rows += [
+                (f"RATIO Ray / in-process {kind} (median)", _ratio(ray["wall_s"], median)),
+                (
+                    "  range (slowest / fastest in-process)",
+                    f"{_ratio(ray['wall_s'], walls[-1])} / {_ratio(ray['wall_s'], walls[0])}",
+                ),
+            ]
     _print("1. engines: the issue's workload, `fedglobal simulate` wall time incl. start-up", rows)
 
 

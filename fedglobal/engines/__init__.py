@@ -10,6 +10,7 @@ import importlib
 import sys
 from typing import Any
 
+from fedglobal import compile_cache
 from fedglobal.bulk_import import bulk_import
 from fedglobal.errors import EngineError
 
@@ -25,13 +26,15 @@ def load_component(reference: str) -> Any:
     """Load ``module:attribute`` (a Flower app component reference).
 
     A module's first import (the apps bring in TensorFlow and Keras) runs under
-    :func:`fedglobal.bulk_import.bulk_import`.
+    :func:`fedglobal.bulk_import.bulk_import`, after the process's XLA programs
+    are set to be cached across runs (:mod:`fedglobal.compile_cache`).
     """
     module_name, _, attribute = reference.partition(":")
     try:
         if module_name in sys.modules:
             return getattr(sys.modules[module_name], attribute)
         with bulk_import():
+            compile_cache.enable()
             module = importlib.import_module(module_name)
         return getattr(module, attribute)
     except (ImportError, AttributeError) as exc:
