@@ -77,13 +77,13 @@ def enable() -> Path | None:
     ours = [f for f in flags.split() if f.startswith(FLAG) and inherited and f.endswith(inherited)]
     if FLAG in flags and not ours:
         return None  # the user's own cache folder
-    root = cache_root()
-    if root is None:
-        return None
     try:
+        root = cache_root()
+        if root is None:
+            return None
         private = _private_folder(root)
-    except OSError:
-        return None  # e.g. a read-only home: run without the cache
+    except (OSError, RuntimeError):  # a read-only or missing home: run without the cache
+        return None
     others = [f for f in flags.split() if f not in ours]
     _state.update(private=private, flags=" ".join(others))
     os.environ["TF_XLA_FLAGS"] = " ".join([*others, f"{FLAG}={private}"])
@@ -127,17 +127,19 @@ def _publish(private: Path, entries: Path, pid: int) -> None:
     compile), remove its folder, keep the cache under MAX_BYTES."""
     if os.getpid() != pid or not private.is_dir():
         return
-    for item in private.iterdir():
-        if item.suffix != ".pb" or item.stat().st_nlink > 1:
-            continue  # a link to a published entry
-        try:
-            os.link(item, entries / item.name)
-        except FileExistsError:
-            pass  # another process published the same program first
-        except OSError:
-            break
-    shutil.rmtree(private, ignore_errors=True)
-    _evict(entries, MAX_BYTES)
+    try:
+        for item in private.iterdir():
+            if item.suffix != ".pb" or item.stat().st_nlink > 1:
+                continue  # a link to a published entry
+            try:
+                os.link(item, entries / item.name)
+            except FileExistsError:
+                pass  # another process published the same program first
+        _evict(entries, MAX_BYTES)
+    except OSError:
+        pass  # a cache that cannot be written is a cache miss next time, never an error
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _evict(entries: Path, limit: int) -> None:

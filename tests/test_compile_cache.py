@@ -95,6 +95,14 @@ def test_off_or_a_users_own_folder_changes_nothing(monkeypatch, env):
     assert compile_cache.OWNED_ENV not in os.environ
 
 
+def test_a_cache_folder_that_cannot_be_made_means_no_cache(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    _fresh_state(monkeypatch, {compile_cache.ENV: str(blocker / "cache")})
+    assert compile_cache.enable() is None
+    assert "TF_XLA_FLAGS" not in os.environ and compile_cache.OWNED_ENV not in os.environ
+
+
 def test_a_child_takes_its_own_folder_and_dead_processes_folders_go(monkeypatch, tmp_path):
     parent = tmp_path / "parent-folder"
     inherited = f"--xla_cpu_something=1 {compile_cache.FLAG}={parent}"

@@ -15,7 +15,9 @@ Sections (each runs in fresh subprocesses, so start-up and memory are its own):
   started and stopped by fedglobal), wall time including start-up, and the final
   accuracy (in-process over 3 seeds, to show the seed noise). Both are timed as a
   user runs them, the ``fedglobal simulate`` command from launch to exit; the
-  in-process command three times (median and range: these machines are noisy);
+  in-process command five times with an empty XLA compile cache and five times
+  with a warm one (fedglobal/compile_cache.py; median and range: these
+  machines are noisy);
 - ``cohort``: sequential training (Keras ``fit`` on the compiled-once model) against
   cohort training (one XLA program per round), time spent training and whole run;
 - ``workers``: the sequential path with ``experiment.workers = 2`` against 0;
@@ -395,7 +397,7 @@ def _spread(runs: list[dict]) -> tuple[float, list[float]]:
     return walls[len(walls) // 2], walls
 
 
-def section_engines(folder: Path, results: dict, skip_ray: bool, repeats: int = 3) -> None:
+def section_engines(folder: Path, results: dict, skip_ray: bool, repeats: int = 5) -> None:
     cohort = _merge(WORKLOAD, client={"cohort": True})
     warm_cache = folder / "xla-cache"  # filled by the first cold run, then reused
     cold = [
