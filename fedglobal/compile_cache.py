@@ -106,11 +106,13 @@ def flags_read() -> None:
 
 
 def _private_folder(root: Path) -> Path:
+    from fedglobal.engines.processes import is_alive
+
     entries = root / "entries"
     entries.mkdir(parents=True, exist_ok=True)
     for folder in root.glob("proc-*"):  # left by processes that died: nothing to keep
         pid = folder.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not is_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
     private = root / f"proc-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     private.mkdir()
@@ -156,16 +158,6 @@ def _evict(entries: Path, limit: int) -> None:
             break
         item.unlink(missing_ok=True)
         total -= size
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _tensorflow_version() -> str:
