@@ -95,9 +95,9 @@ def enable() -> Path | None:
 def flags_read() -> None:
     """TensorFlow has read its flags (a program was compiled): take ours out of the
     environment, so processes started from now on do not inherit this process's folder."""
-    if _state.get("pid") != os.getpid() or "private" not in _state:
-        return
-    previous = _state.pop("flags", None)
+    if _state.get("pid") != os.getpid() or "flags" not in _state:
+        return  # not enabled here, or done already
+    previous = _state.pop("flags")
     if previous:
         os.environ["TF_XLA_FLAGS"] = previous  # type: ignore[assignment]
     else:

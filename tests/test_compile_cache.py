@@ -130,6 +130,8 @@ def test_a_child_takes_its_own_folder_and_dead_processes_folders_go(monkeypatch,
     compile_cache.flags_read()
     assert os.environ["TF_XLA_FLAGS"] == "--xla_cpu_something=1"
     assert compile_cache.OWNED_ENV not in os.environ
+    compile_cache.flags_read()  # every later cohort compile calls it again: nothing changes
+    assert os.environ["TF_XLA_FLAGS"] == "--xla_cpu_something=1"
 
     (private / "new-program.pb").write_bytes(b"complete")
     compile_cache._publish(private, root / "entries", os.getpid())
