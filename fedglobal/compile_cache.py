@@ -22,10 +22,11 @@ entry fails. So no two processes share the folder TensorFlow writes to:
 
 Where: ``FEDGLOBAL_COMPILE_CACHE`` unset = ``$XDG_CACHE_HOME/fedglobal/xla`` (or
 ``~/.cache/fedglobal/xla``); ``off`` = no cache; anything else = that folder.
-Entries are kept apart per TensorFlow version and CPU (an executable compiled for
-one CPU's instruction set must not run on another), at most :data:`MAX_BYTES`
-(oldest removed first). A user's own ``--tf_xla_persistent_cache_directory`` in
-``TF_XLA_FLAGS`` is left alone.
+Entries are kept apart per TensorFlow version and CPU (an executable compiled
+for one CPU's instruction set must not run on another), at most
+:data:`MAX_BYTES` (least recently used removed first). Only this machine's
+folders are swept (a home folder may be shared by several machines). A user's
+own ``--tf_xla_persistent_cache_directory`` in ``TF_XLA_FLAGS`` is left alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ import importlib.metadata
 import os
 import platform
 import shutil
+import socket
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 ENV = "FEDGLOBAL_COMPILE_CACHE"
@@ -48,7 +51,7 @@ MAX_BYTES = 1 << 30  # 1 GiB of entries per TensorFlow version and CPU
 _state: dict[str, object] = {}
 
 
-def cache_root(environ: os._Environ | dict | None = None) -> Path | None:
+def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
     """The cache folder for this TensorFlow and CPU, or None when the cache is off."""
     env = os.environ if environ is None else environ
     setting = env.get(ENV, "").strip()
@@ -110,15 +113,17 @@ def _private_folder(root: Path) -> Path:
 
     entries = root / "entries"
     entries.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
     for folder in root.glob("proc-*"):  # left by processes that died: nothing to keep
-        pid = folder.name.split("-")[1]
-        if pid.isdigit() and not is_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-    private = root / f"proc-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        _, pid, _, owner = [*folder.name.split("-", 3), "", "", ""][:4]
+        if owner == host and pid.isdigit() and not is_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)  # (a shared home: this host's only)
+    private = root / f"proc-{os.getpid()}-{uuid.uuid4().hex[:8]}-{host}"
     private.mkdir()
     for entry in entries.iterdir():
         try:
             os.link(entry, private / entry.name)
+            os.utime(entry)  # last use: eviction takes the least recently used first
         except OSError:
             continue  # removed meanwhile, or a file system without hard links: compile it
     return private

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,9 +118,11 @@ def test_a_child_takes_its_own_folder_and_dead_processes_folders_go(monkeypatch,
     root = compile_cache.cache_root()
     ended = subprocess.Popen(["true"])
     ended.wait()
-    dead = root / f"proc-{ended.pid}-0000"
-    alive = root / f"proc-{os.getppid()}-1111"
-    for folder in (dead, alive):
+    host = socket.gethostname()
+    dead = root / f"proc-{ended.pid}-0000-{host}"
+    alive = root / f"proc-{os.getppid()}-1111-{host}"
+    elsewhere = root / f"proc-{ended.pid}-2222-another-host"  # a shared home's other machine
+    for folder in (dead, alive, elsewhere):
         folder.mkdir(parents=True)
         (folder / "half-written.pb").write_bytes(b"\x08")
 
@@ -127,6 +130,7 @@ def test_a_child_takes_its_own_folder_and_dead_processes_folders_go(monkeypatch,
     assert private is not None and private.parent == root
     assert os.environ["TF_XLA_FLAGS"] == f"--xla_cpu_something=1 {compile_cache.FLAG}={private}"
     assert not dead.exists() and alive.is_dir()  # a live process's folder is its own
+    assert elsewhere.is_dir()  # its pid means nothing here
     compile_cache.flags_read()
     assert os.environ["TF_XLA_FLAGS"] == "--xla_cpu_something=1"
     assert compile_cache.OWNED_ENV not in os.environ
