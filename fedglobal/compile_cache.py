@@ -39,7 +39,6 @@ import platform
 import shutil
 import socket
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 
 ENV = "FEDGLOBAL_COMPILE_CACHE"
@@ -51,9 +50,9 @@ MAX_BYTES = 1 << 30  # 1 GiB of entries per TensorFlow version and CPU
 _state: dict[str, object] = {}
 
 
-def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
+def cache_root() -> Path | None:
     """The cache folder for this TensorFlow and CPU, or None when the cache is off."""
-    env = os.environ if environ is None else environ
+    env = os.environ
     setting = env.get(ENV, "").strip()
     if setting.lower() in ("off", "0", "false", "no"):
         return None
