@@ -325,7 +325,9 @@ def start_supernode(
     config_path = home.root / f"node-{name}-{uuid.uuid4().hex[:8]}.toml"
     config_path.write_text(tomli_w.dumps(node_config))
     argv = [
-        executable("flower-supernode"),
+        sys.executable,  # flower-supernode, safe against a second SIGINT while it exits
+        "-m",
+        "fedglobal.engines.supernode_main",
         "--superlink",
         superlink,
         "--host",

@@ -4,7 +4,7 @@ The first test drives the documented commands as a user would, each its own
 process, with TLS and SuperNode authentication: ``fedglobal certs``,
 ``fedglobal keys``, ``fedglobal superlink --tls-dir --auth-keys``, one
 ``fedglobal client --tls-ca --auth-key`` per region and ``fedglobal run
---tls-ca``; then it kills one region's ``flower-supernode`` mid-run.
+--tls-ca``; then it kills one region's SuperNode (``flower-supernode``) mid-run.
 """
 
 from __future__ import annotations
@@ -122,7 +122,9 @@ def test_a_supernode_dies_mid_run_the_round_completes_and_names_the_region(tiny,
         assert round_zero.is_set(), "".join(lines[-40:])
         # round 1 starts now: europe's SuperNode dies (SIGKILL, no goodbye to the SuperLink)
         (supernode,) = [
-            p for p in descendants(clients["europe"].pid) if "flower-supernode" in _cmdline(p)
+            p
+            for p in descendants(clients["europe"].pid)
+            if "fedglobal.engines.supernode_main" in _cmdline(p)
         ]
         os.kill(supernode, signal.SIGKILL)
         assert run.wait(timeout=240) == 0, "".join(lines[-60:])
