@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clients.cohort import CohortJob, Unsupported, trainer_for
+from clients import cohort
+from clients.cohort import GRAPH, PER_REGION, CohortJob, Unsupported, trainer_for
 from clients.regional import RegionalClient
 from fedglobal import data
 from fedglobal.config import load_config
@@ -188,7 +189,65 @@ def test_embedding(csv, optimizer):
 
 def test_conv_and_batchnorm(csv):
     _, clients = setup(csv, {"name": "speedtest_conv"}, optimizer="adam")
-    compare(clients)
+    trainer = compare(clients)
+    assert trainer.mode == GRAPH  # convolutions: TensorFlow's kernels (cohort.modes)
+
+
+@register("speedtest_conv_variants")
+def _conv_variants_model(config, schema):
+    """Strides, valid padding, dilation and a bias: every branch of the im2col rewrite."""
+    inputs = keras.Input(shape=(schema.input_dim,), name="features")
+    x = keras.layers.Reshape((28, 28, 1), name="image")(inputs)
+    x = keras.layers.Conv2D(3, 3, strides=2, padding="same", name="strided")(x)
+    x = keras.layers.Conv2D(2, (3, 2), padding="valid", dilation_rate=2, name="dilated")(x)
+    x = keras.layers.Conv2D(2, 2, strides=(2, 1), padding="valid", name="valid")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    return keras.Model(inputs, keras.layers.Dense(schema.num_classes, "softmax", name="output")(x))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three regions of 28x28 images (784 features), ragged."""
+    rng = np.random.default_rng(1)
+    frames = []
+    for i, n in enumerate((11, 6, 9)):
+        x = rng.normal(size=(n, 784)).round(3)
+        y = (x[:, :392].sum(axis=1) > 0).astype(int) + (i == 2)
+        frame = pd.DataFrame(x, columns=[f"p{j}" for j in range(784)])
+        frame.insert(0, "r", f"r{i}")
+        frame["y"] = y
+        frames.append(frame)
+    path = tmp_path_factory.mktemp("images") / "images.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("model", "optimizer"),
+    [
+        ({"name": "cnn", "filters": [3, 4], "hidden": [5]}, "adam"),
+        # SGD: the conv bias before BatchNorm has a true gradient of 0 (see above)
+        ({"name": "cnn", "filters": [2], "hidden": [], "batch_norm": True}, "sgd"),
+        ({"name": "speedtest_conv_variants"}, "adam"),
+    ],
+)
+def test_conv_models_fully_vectorised(images, model, optimizer):
+    """The zoo's CNN (with and without BatchNorm) and strided / dilated / valid convolutions:
+    same weights as Keras fit, in the graph program (cohort.modes)."""
+    _, clients = setup(images, model, optimizer=optimizer, learning_rate=0.01)
+    trainer = compare(clients, atol=2e-5)
+    assert trainer.mode == GRAPH
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_region_by_region_program(csv, monkeypatch, optimizer):
+    """The XLA loop over regions (the fallback of models that do not vectorise): same
+    weights as Keras fit, ragged regions and a straggler that stops early included."""
+    monkeypatch.setattr(cohort, "modes", lambda model: (PER_REGION,))
+    _, clients = setup(csv, {"name": "mlp", "hidden": [5]}, optimizer=optimizer, epochs=2)
+    trainer = compare(clients)
+    assert trainer.mode == PER_REGION
+    compare(clients, local_steps=3)
 
 
 def test_recurrent(csv):
