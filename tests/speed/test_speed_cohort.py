@@ -322,6 +322,44 @@ def test_unsupported_model_falls_back_logs_and_still_trains(csv, tmp_path, caplo
         result = fedglobal.simulate(raw, quiet=True)
     assert any("one by one" in r.getMessage() for r in caplog.records), caplog.text
     assert result.history[result.history["round"] == 1].shape[0] > 0
+    training = result.summary["training"]
+    assert training["path"] == "keras-fit"
+    (reason,) = training["fallbacks"]
+    assert "does not compile as a cohort" in reason and training["fallbacks"][reason] == [1]
+
+
+@pytest.mark.parametrize(
+    ("cohort", "path", "reason"),
+    [("auto", "cohort", None), (False, "keras-fit", "client.cohort = false")],
+)
+def test_run_records_which_path_trained_each_round(csv, tmp_path, cohort, path, reason):
+    """rounds.csv (trained_by, fallback_reason) and summary.json's training say which path
+    trained each round, and why not the cohort; the default is the cohort."""
+    import fedglobal
+
+    raw = {
+        "experiment": {"rounds": 2, "output_dir": str(tmp_path), "name": "paths"},
+        "data": {
+            "source": f"csv:{csv}",
+            "region": "r",
+            "target": "y",
+            "task": "classification",
+            "min_region_rows": 2,
+        },
+        "model": {"name": "logistic"},
+        "strategy": {"min_available_clients": 3, "min_train_clients": 3},
+        "output": {"tensorboard": False, "plots": False},
+    }
+    if cohort != "auto":
+        raw["client"] = {"cohort": cohort}
+    result = fedglobal.simulate(raw, quiet=True)
+    assert result.config.client.cohort == cohort
+    rounds = pd.read_csv(result.run_dir / "rounds.csv")
+    trained = rounds[rounds["round"] >= 1]
+    assert list(trained["trained_by"]) == [path, path]
+    training = result.summary["training"]
+    assert training["path"] == path and training["by_round"] == {"1": path, "2": path}
+    assert training["fallbacks"] == ({reason: [1, 2]} if reason else {})
 
 
 @register("speedtest_unsupported")
