@@ -257,14 +257,15 @@ def _per_sample_loss(model: keras.Model) -> keras.losses.Loss:
 
 
 #: Program kinds: every step of every region vectorised across regions in one
-#: XLA program (``tf.vectorized_map`` under ``jit_compile``); the same as a
-#: TensorFlow graph without XLA, where operations with no vectorisation rule
-#: run as a loop over regions with TensorFlow's own (oneDNN) kernels; or a loop
-#: over the regions inside the XLA program (``tf.map_fn``) in which a region
+#: XLA program (``tf.vectorized_map`` under ``jit_compile``); a TensorFlow graph
+#: without XLA that loops over the regions at each step (``tf.map_fn``), running
+#: up to ``GRAPH_PARALLEL`` regions' steps at once with TensorFlow's own
+#: (oneDNN) kernels; or that loop inside an XLA program. In both loops a region
 #: that has done its steps skips the step.
 VECTORIZED = "vectorized"
 GRAPH = "graph"
 PER_REGION = "per_region"
+GRAPH_PARALLEL = 8
 
 _CONV = (
     keras.layers.Conv1D,
@@ -288,14 +289,17 @@ def modes(model: keras.Model) -> tuple[str, ...]:
     A convolution whose kernel differs per region has no vectorisation rule in
     TensorFlow, and XLA's CPU convolutions are slow next to TensorFlow's oneDNN
     kernels. One round of the Fashion-MNIST CNN (8 and 16 filters, 10 Dirichlet
-    regions, 118 region-steps of 32 rows), interleaved in one process: the
-    graph without XLA 1.03-1.12 s; Keras ``fit`` region by region 1.19-1.32 s;
-    in XLA, convolutions rewritten as im2col (strided slices and one batched
-    matmul; Chellapilla et al. 2006) 1.46-3.6 s region by region and 3.2-3.9 s
+    regions, 118 region-steps of 32 rows), side by side in one process on a
+    loaded machine: Keras ``fit`` region by region 1.19-1.32 s; in XLA,
+    convolutions rewritten as im2col (strided slices and one batched matmul;
+    Chellapilla et al. 2006) 1.46-3.6 s region by region and 3.2-3.9 s
     vectorised; XLA's own convolution region by region 5.5-7.0 s; one grouped
-    convolution (``feature_group_count``) was 3x slower than im2col. So
-    convolutional models take the graph without XLA. A model whose operations
-    do not vectorise under XLA falls back to the loop over regions in XLA.
+    convolution (``feature_group_count``) 3x slower than im2col; without XLA,
+    ``vectorized_map`` (its loop fallback for the convolutions) 1.0-2.0 s after
+    a 13 s trace, and the graph's loop over regions 0.48-0.89 s after a 3 s
+    trace (0.9-1.0 s one region at a time). So convolutional models take the
+    graph's loop. A model whose operations do not vectorise under XLA falls back
+    to the loop over regions in XLA.
     """
     layers = model._flatten_layers(include_self=False, recursive=True)
     if any(isinstance(layer, _CONV) for layer in layers):
@@ -429,18 +433,19 @@ class CohortTrainer:
                 step = tf.fill([k], t)
                 active = t < steps
                 args = (tv, ntv, slots, anchor, mu, xb, yb, weight, step)
-                if mode in (VECTORIZED, GRAPH):
+                if mode == VECTORIZED:
                     new_tv, new_ntv, new_slots, loss = tf.vectorized_map(
-                        one_client, args, fallback_to_while_loop=mode == GRAPH
+                        one_client, args, fallback_to_while_loop=False
                     )
-                else:  # PER_REGION: a loop over regions; a region whose steps are done waits
+                else:  # a loop over regions; a region whose steps are done waits
                     new_tv, new_ntv, new_slots, loss = tf.map_fn(
                         functools.partial(_when_active, one_client),
                         (*args, active),
                         fn_output_signature=tf.nest.map_structure(
                             lambda a: tf.TensorSpec(a.shape[1:], a.dtype), (tv, ntv, slots, mu)
                         ),
-                        parallel_iterations=1,
+                        # the graph runs several regions' steps at once (XLA: one by one)
+                        parallel_iterations=GRAPH_PARALLEL if mode == GRAPH else 1,
                     )
                 tv = select(active, new_tv, tv)
                 ntv = select(active, new_ntv, ntv)
