@@ -294,6 +294,23 @@ def test_dropout_trains_and_is_reproducible(csv):
         assert any(not np.array_equal(a.weights[n], c.weights[n]) for n in a.weights)
 
 
+def experiment(csv, tmp_path, *, rounds, model):
+    """An end-to-end experiment on the three regions of ``csv``."""
+    return {
+        "experiment": {"rounds": rounds, "output_dir": str(tmp_path), "name": "cohort"},
+        "data": {
+            "source": f"csv:{csv}",
+            "region": "r",
+            "target": "y",
+            "task": "classification",
+            "min_region_rows": 2,
+        },
+        "model": {"name": model},
+        "strategy": {"min_available_clients": 3, "min_train_clients": 3},
+        "output": {"tensorboard": False, "plots": False},
+    }
+
+
 def test_unsupported_optimizer_option_is_refused(csv):
     _, clients = setup(csv, {"name": "logistic"}, gradient_accumulation_steps=2)
     with pytest.raises(Unsupported, match="gradient accumulation"):
@@ -304,20 +321,8 @@ def test_unsupported_model_falls_back_logs_and_still_trains(csv, tmp_path, caplo
     """End to end: a layer XLA cannot compile -> the log says so, the round trains."""
     import fedglobal
 
-    raw = {
-        "experiment": {"rounds": 1, "output_dir": str(tmp_path), "name": "fallback"},
-        "data": {
-            "source": f"csv:{csv}",
-            "region": "r",
-            "target": "y",
-            "task": "classification",
-            "min_region_rows": 2,
-        },
-        "model": {"name": "speedtest_unsupported"},
-        "client": {"batch_size": 4, "cohort": True},
-        "strategy": {"min_available_clients": 3, "min_train_clients": 3},
-        "output": {"tensorboard": False, "plots": False},
-    }
+    raw = experiment(csv, tmp_path, rounds=1, model="speedtest_unsupported")
+    raw["client"] = {"batch_size": 4, "cohort": True}
     with caplog.at_level(logging.INFO, logger="clients.cohort"):
         result = fedglobal.simulate(raw, quiet=True)
     assert any("one by one" in r.getMessage() for r in caplog.records), caplog.text
@@ -337,19 +342,7 @@ def test_run_records_which_path_trained_each_round(csv, tmp_path, cohort, path, 
     trained each round, and why not the cohort; the default is the cohort."""
     import fedglobal
 
-    raw = {
-        "experiment": {"rounds": 2, "output_dir": str(tmp_path), "name": "paths"},
-        "data": {
-            "source": f"csv:{csv}",
-            "region": "r",
-            "target": "y",
-            "task": "classification",
-            "min_region_rows": 2,
-        },
-        "model": {"name": "logistic"},
-        "strategy": {"min_available_clients": 3, "min_train_clients": 3},
-        "output": {"tensorboard": False, "plots": False},
-    }
+    raw = experiment(csv, tmp_path, rounds=2, model="logistic")
     if cohort != "auto":
         raw["client"] = {"cohort": cohort}
     result = fedglobal.simulate(raw, quiet=True)
