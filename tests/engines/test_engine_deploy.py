@@ -23,6 +23,7 @@ from fedglobal.engines.deployment import LoopbackDeployment
 from fedglobal.engines.flower import list_supernodes
 from fedglobal.engines.processes import http_ok, wait_until
 from fedglobal.engines.tls import make_auth_keys
+from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
 from fedglobal.results import load_run
 from fedglobal.run_folder import new_run_dir
 
@@ -30,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 #: What a client may put in a ConfigRecord: its region, the round, and the names
 #: of columns, categories and labels (statistics query); never values of rows.
-CLIENT_CONFIG_KEYS = {"region", "round", "features", "labels"}
+# which path trained (cohort or Keras fit) and why: fedglobal.protocol
+CLIENT_CONFIG_KEYS = {"region", "round", "features", "labels", TRAINED_BY_KEY, WHY_KEY}
 
 
 def _scalar(value: object) -> bool:
