@@ -29,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 import fedglobal
 from fedglobal.engines import inprocess
+from fedglobal.protocol import WHY_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +78,8 @@ def _check_no_rows_cross(
     smallest_region = int(rows.groupby("region").size().min())
     row_values = set(rows[["x1", "x2", "y"]].to_numpy(np.float64).ravel().tolist())
     row_values32 = {float(np.float32(v)) for v in row_values}
-    allowed_strings = set(rows.columns) | set(rows.region)
+    # + which path trained a region and why not the cohort (fedglobal.protocol): code's words
+    allowed_strings = set(rows.columns) | set(rows.region) | {"cohort", "keras-fit"}
     assert sent and received and len(received) == len(sent)
     for message in [*sent, *received]:
         if not message.has_content():
@@ -100,7 +102,9 @@ def _check_no_rows_cross(
                     items = value if isinstance(value, list) else [value]
                     assert len(items) < smallest_region, f"{name}/{key}: {len(items)} items"
                     for item in items:
-                        if isinstance(item, str):
+                        if key == WHY_KEY:
+                            assert isinstance(item, str) and item not in set(rows.region)
+                        elif isinstance(item, str):
                             assert item in allowed_strings, f"{name}/{key} = {item!r}"
                         else:
                             assert float(item) not in row_values, f"{name}/{key} = a row's value"
