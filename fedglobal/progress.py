@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from rich.console import Console
@@ -182,6 +182,8 @@ class RoundProgress:
         self.task = task
         self.quiet = quiet
         self.expect_server = False
+        #: ``[geo]``: round -> simulated seconds at its end, shown on each line.
+        self.sim_time: Callable[[int], float | None] | None = None
         self.display = TaskProgress(
             total_rounds,
             description="rounds",
@@ -228,6 +230,9 @@ class RoundProgress:
         else:
             parts.append(f"{len(self._evaluated)} regions")
         parts.append(f"{now - self._last:.1f}s (total {now - self._start:.1f}s)")
+        sim = self.sim_time(server_round) if self.sim_time is not None else None
+        if sim is not None:
+            parts.append(f"sim {sim / 3600:.3g} h")
         self.display.print(" | ".join(parts))
         if server_round > 0:
             status = " ".join(
