@@ -45,9 +45,13 @@ from fedglobal.geo.availability import Window
 from fedglobal.geo.network import Link, great_circle_km
 from fedglobal.geo.places import Place
 
-__all__ = ["POLICIES", "RegionTime", "RoundTime", "SimClock", "Work"]
+__all__ = ["POLICIES", "AvailabilityError", "RegionTime", "RoundTime", "SimClock", "Work"]
 
 POLICIES = ("sync", "deadline", "overcommit")
+
+
+class AvailabilityError(RuntimeError):
+    """Too few regions are ever available at once for a round to start."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,13 @@ class SimClock:
         if len(now) >= needed or self.window is None:
             return now
         epoch = self.start_epoch + self.now
-        openings = sorted({self.window.next_open(epoch, self.places[r].timezone) for r in regions})
+        openings = sorted(
+            {
+                self.window.next_open(epoch + day * 86_400.0, self.places[r].timezone)
+                for r in regions
+                for day in (0, 1)
+            }
+        )
         for opening in openings:
             at = opening - self.start_epoch
             found = self.available(regions, at)
@@ -201,10 +211,11 @@ class SimClock:
                 self._waited += at - self.now
                 self.now = at
                 return found
-        # More regions are needed than are ever open at once: wait for a day's openings.
-        self._waited += openings[-1] - epoch
-        self.now = openings[-1] - self.start_epoch
-        return self.available(regions)
+        raise AvailabilityError(
+            f"availability window {self.window}: fewer than {needed} regions (the strategy's "
+            f"minimum) are ever inside it at the same time; widen the window or lower "
+            f"strategy.min_train_clients / min_available_clients"
+        )
 
     # ---- a whole round -----------------------------------------------------------------
     def close_round(

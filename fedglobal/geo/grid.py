@@ -35,7 +35,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from fedglobal.comm import message_bytes
-from fedglobal.geo.clock import SimClock, Work
+from fedglobal.errors import RunError
+from fedglobal.geo.clock import AvailabilityError, SimClock, Work
 
 __all__ = ["LOCAL_STEPS_KEY", "OVERCOMMIT_STREAM", "ClockedGrid", "GeoRounds"]
 
@@ -127,7 +128,10 @@ class ClockedGrid(Grid):
             nodes = sorted(self._grid.get_node_ids())
             by_region = {self._rounds.region_of(n): n for n in nodes}
             known = [r for r in by_region if r in self._rounds.clock.places]
-            open_now = set(self._rounds.clock.wait_for(known, self._rounds.needed))
+            try:
+                open_now = set(self._rounds.clock.wait_for(known, self._rounds.needed))
+            except AvailabilityError as exc:
+                raise RunError(f"[geo] round {self._round}: {exc}") from None
             self._available = [n for n in nodes if self._rounds.region_of(n) in open_now]
         return list(self._available)
 
