@@ -233,7 +233,8 @@ class RunMonitor:
         norms = self._norms(server_round, weights)
         system = self._system(server_round)
         if self._tb is not None:
-            scalars = {f"comm/{k}": v for k, v in system.items() if k not in ("round", "seconds")}
+            skip = ("round", "seconds", "sim_start_s", "sim_end_s")
+            scalars = {f"comm/{k}": v for k, v in system.items() if k not in skip}
             scalars["time/round_seconds"] = system["seconds"]
             if "sim_end_s" in system:  # [geo]: simulated hours, for plotting against them
                 scalars["time/sim_hours"] = system["sim_end_s"] / 3600.0
@@ -389,7 +390,13 @@ class RunMonitor:
                 from fedglobal.geo.outputs import write_geo_plots
 
                 metric = key_metric(self.cfg.data.task)
-                files += write_geo_plots(self.geo.clock, history, metric, self.run_dir / "plots")
+                files += write_geo_plots(
+                    self.geo.clock,
+                    pd.DataFrame(self.round_rows),
+                    history,
+                    metric,
+                    self.run_dir / "plots",
+                )
             extra["plots"] = [str(p.relative_to(self.run_dir)) for p in files]
         if self.cfg.output.mlflow:
             extra["mlflow"] = self._log_mlflow(history)

@@ -31,11 +31,14 @@ from fedglobal.geo.target import Target
 
 __all__ = [
     "SIM_TIMES_COLUMNS",
+    "geo_figures",
     "metric_sim_hours_figure",
     "regions_map_figure",
+    "run_geo_figures",
     "sim_times_frame",
     "summary_fields",
     "time_split",
+    "waiting_shares",
     "write_geo_plots",
 ]
 
@@ -113,13 +116,18 @@ def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
 
 
 def regions_map_figure(
-    clock: SimClock, final: Mapping[str, float], metric: str, waiting_share: Mapping[str, float]
+    places: Mapping[str, tuple[float, float]],
+    server: tuple[float, float],
+    final: Mapping[str, float],
+    metric: str,
+    waiting_share: Mapping[str, float],
 ) -> Figure:
-    """Regions by longitude and latitude: final metric (left), share of time waiting (right)."""
+    """Regions by longitude and latitude (points only, no map data): the final metric
+    (left) and each region's share of round time spent waiting (right); the server a star."""
     fig = _figure(11.0, 4.2)
-    names = sorted(clock.places)
-    lon = [clock.places[n].lon for n in names]
-    lat = [clock.places[n].lat for n in names]
+    names = sorted(places)
+    lat = [places[n][0] for n in names]
+    lon = [places[n][1] for n in names]
     panels = [
         (f"final test {metric}", [final.get(n, np.nan) for n in names], "viridis"),
         (
@@ -131,7 +139,7 @@ def regions_map_figure(
     for i, (title, values, cmap) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, 2, i)
         points = ax.scatter(lon, lat, c=values, cmap=cmap, s=60, edgecolors="black", linewidths=0.5)
-        ax.scatter([clock.server[1]], [clock.server[0]], marker="*", s=220, c="red", label="server")
+        ax.scatter([server[1]], [server[0]], marker="*", s=220, c="red", label="server")
         for name, x, y in zip(names, lon, lat, strict=True):
             ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xlim(-180, 180)
@@ -148,7 +156,7 @@ def regions_map_figure(
 def metric_sim_hours_figure(
     history: pd.DataFrame, metric: str, end_s: Mapping[int, float]
 ) -> Figure:
-    """The pooled test metric against the simulated hours at each round's end."""
+    """The pooled metric (test, and server if any) against simulated hours at each round's end."""
     fig = _figure()
     ax = fig.add_subplot()
     h = history[(history.region == "all") & (history.metric == metric)]
@@ -166,15 +174,21 @@ def metric_sim_hours_figure(
     return fig
 
 
-def waiting_shares(clock: SimClock) -> dict[str, float]:
-    """Each region's waiting time / its rounds' total time (kept rounds only)."""
-    spans = {s.round: s.end_s - s.start_s for s in clock.rounds}
+def waiting_shares(times: pd.DataFrame, lengths: Mapping[int, float]) -> dict[str, float]:
+    """Each region's time waiting for its round's end / the length of its rounds.
+
+    ``times`` is sim_times.csv; ``lengths`` maps a round to its length
+    (``sim_end_s - sim_start_s``). A region not kept waits the whole round.
+    """
     waited: dict[str, float] = {}
     total: dict[str, float] = {}
-    for r in clock.regions:
-        length = spans.get(r.round, 0.0)
-        total[r.region] = total.get(r.region, 0.0) + length
-        waited[r.region] = waited.get(r.region, 0.0) + max(0.0, length - r.arrived_s)
+    for server_round, region, arrived, kept in zip(
+        times["round"], times["region"], times["arrived_s"], times["kept"], strict=True
+    ):
+        length = float(lengths.get(int(server_round), 0.0))
+        idle = max(0.0, length - float(arrived)) if kept and arrived == arrived else length
+        total[region] = total.get(region, 0.0) + length
+        waited[region] = waited.get(region, 0.0) + idle
     return {k: (waited[k] / total[k] if total[k] > 0 else 0.0) for k in total}
 
 
@@ -187,19 +201,58 @@ def final_metric(history: pd.DataFrame, metric: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in zip(last.region, last.value, strict=True) if k != "all"}
 
 
-def write_geo_plots(clock: SimClock, history: pd.DataFrame, metric: str, out: Path) -> list[Path]:
-    """``regions_map.png`` and ``<metric>_sim_hours.png`` in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    end_s = {s.round: s.end_s for s in clock.rounds}
-    end_s.setdefault(0, 0.0)
-    files = []
-    for name, fig in (
-        (
-            "regions_map.png",
-            regions_map_figure(clock, final_metric(history, metric), metric, waiting_shares(clock)),
+def geo_figures(
+    places: Mapping[str, tuple[float, float]],
+    server: tuple[float, float],
+    times: pd.DataFrame,
+    rounds: pd.DataFrame,
+    history: pd.DataFrame,
+    metric: str,
+) -> dict[str, Figure]:
+    """``regions_map.png`` and ``<metric>_sim_hours.png`` by file name.
+
+    ``times`` is sim_times.csv and ``rounds`` rounds.csv (with sim_start_s, sim_end_s).
+    """
+    end_s = {int(r): float(e) for r, e in zip(rounds["round"], rounds["sim_end_s"], strict=True)}
+    lengths = {
+        int(r): float(e - s)
+        for r, s, e in zip(rounds["round"], rounds["sim_start_s"], rounds["sim_end_s"], strict=True)
+    }
+    return {
+        "regions_map.png": regions_map_figure(
+            places, server, final_metric(history, metric), metric, waiting_shares(times, lengths)
         ),
-        (f"{metric}_sim_hours.png", metric_sim_hours_figure(history, metric, end_s)),
-    ):
+        f"{metric}_sim_hours.png": metric_sim_hours_figure(history, metric, end_s),
+    }
+
+
+def run_geo_figures(run_dir: Path, history: pd.DataFrame, metric: str) -> dict[str, Figure]:
+    """:func:`geo_figures` of a finished run folder (empty without ``[geo]``)."""
+    import json
+
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not (run_dir / "sim_times.csv").is_file() or not summary_path.is_file():
+        return {}
+    geo = json.loads(summary_path.read_text(encoding="utf-8")).get("geo")
+    if not geo:
+        return {}
+    places = {name: (p["lat"], p["lon"]) for name, p in geo["places"].items()}
+    server = (geo["server"]["lat"], geo["server"]["lon"])
+    times = pd.read_csv(run_dir / "sim_times.csv")
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    return geo_figures(places, server, times, rounds, history, metric)
+
+
+def write_geo_plots(
+    clock: SimClock, rounds: pd.DataFrame, history: pd.DataFrame, metric: str, out: Path
+) -> list[Path]:
+    """The :func:`geo_figures` of a run's clock, saved as PNGs in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    places = {name: (p.lat, p.lon) for name, p in clock.places.items()}
+    figures = geo_figures(places, clock.server, sim_times_frame(clock), rounds, history, metric)
+    files = []
+    for name, fig in figures.items():
         path = out / name
         fig.savefig(path)
         files.append(path)

@@ -66,6 +66,14 @@ def test_the_run_folder_has_the_clock(overcommit_runs):
         assert (run_dir / plot).is_file() and plot in summary["plots"]
 
 
+def test_the_run_folder_keeps_its_schema(overcommit_runs):
+    from fedglobal.results import check_run
+
+    result = overcommit_runs[0]
+    assert check_run(result.run_dir) == []
+    assert len(result.sim_times) == 2 * math.ceil(1.3 * 11)
+
+
 def test_same_seed_same_clock(overcommit_runs):
     first, second = (r.run_dir for r in overcommit_runs)
     pd.testing.assert_frame_equal(
