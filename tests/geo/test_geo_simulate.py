@@ -95,3 +95,17 @@ def test_a_region_without_coordinates_is_one_clear_line(quickstart_path, tmp_pat
     message = str(info.value)
     assert "no coordinates for region(s)" in message and "'Western Europe'" in message
     assert "'Caribbean'" not in message.split("no coordinates")[1].split(":")[0]
+
+
+def test_the_report_shows_the_map_and_simulated_hours(overcommit_runs):
+    from fedglobal.geo.outputs import run_geo_figures
+    from fedglobal.reporting.report import render_report
+
+    result = overcommit_runs[0]
+    figures = run_geo_figures(result.run_dir, result.history, "r2")
+    assert sorted(figures) == ["r2_sim_hours.png", "regions_map.png"]
+    titles = [ax.get_title() for fig in figures.values() for ax in fig.axes if ax.get_title()]
+    assert "share of round time spent waiting" in titles
+    html = render_report([fedglobal.load_run(result.run_dir)])
+    assert 'alt="final test r2"' in html  # the regions map
+    assert 'alt="r2 against simulated time"' in html
