@@ -44,7 +44,7 @@ from flwr.serverapp import Grid, ServerApp
 import strategies
 from fedglobal import checkpoint, data, resume
 from fedglobal import hooks as server_hooks
-from fedglobal.config import ExperimentConfig
+from fedglobal.config import ExperimentConfig, ExperimentSection
 from fedglobal.errors import RunError
 from fedglobal.history import HistoryRecorder
 from fedglobal.monitor import RunMonitor
@@ -117,6 +117,25 @@ def federated_schema(
     return data.merge_stats(stats, cfg), sorted(regions), rows
 
 
+#: ``[experiment]`` keys that say where and on which engine a run executes: no
+#: client reads them, so the regions receive their defaults (:func:`wire_experiment`).
+RUN_PLACEMENT_KEYS = ("engine", "output_dir", "workers")
+
+
+def wire_experiment(cfg: ExperimentConfig) -> str:
+    """The experiment TOML the regions receive in every message.
+
+    The keys of :data:`RUN_PLACEMENT_KEYS` are left at their defaults, so the
+    messages, their bytes in rounds.csv and the simulated clock (``[geo]``)
+    are the same whichever engine and output folder run the experiment.
+    """
+    defaults = ExperimentSection()
+    placement = {f"experiment.{k}": getattr(defaults, k) for k in RUN_PLACEMENT_KEYS}
+    if all(getattr(cfg.experiment, k) == getattr(defaults, k) for k in RUN_PLACEMENT_KEYS):
+        return cfg.to_toml()
+    return cfg.replace(placement).to_toml()
+
+
 def initial_weights(cfg: ExperimentConfig, schema: data.Schema) -> tuple[Any, dict]:
     """The model and its initial named weights, seeded by the experiment's seed."""
     import keras
@@ -183,7 +202,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     _wait_for_nodes(grid, needed, cfg.engine.connect_timeout)
 
     base_config = ConfigRecord(
-        {"experiment": cfg.to_toml(), "base-dir": cfg.base_dir, "server-round": 0}
+        {"experiment": wire_experiment(cfg), "base-dir": cfg.base_dir, "server-round": 0}
     )
     schema, regions, rows = federated_schema(grid, cfg, base_config, timeout)
     model, weights = initial_weights(cfg, schema)
