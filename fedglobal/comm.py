@@ -110,6 +110,8 @@ class CountingGrid(Grid):
         self._grid = grid
         self.counts = CommCounts()
         self.paths = TrainingPaths()
+        #: Bytes of each node's reply in the latest ``send_and_receive`` (the clock reads it).
+        self.last_reply_bytes: dict[int, int] = {}
 
     def __getattr__(self, name: str) -> Any:  # anything else the wrapped grid offers
         if name == "_grid":  # not set yet (copy, pickle): no recursion
@@ -126,6 +128,7 @@ class CountingGrid(Grid):
     def _received(self, replies: list[Message]) -> list[Message]:
         for reply in replies:
             total, arrays = message_bytes(reply)
+            self.last_reply_bytes[reply.metadata.src_node_id] = total
             self.counts.received += total
             self.counts.received_arrays += arrays
             self.counts.messages_received += 1
@@ -168,4 +171,5 @@ class CountingGrid(Grid):
     ) -> Iterable[Message]:
         messages = list(messages)
         self._sent(messages)
+        self.last_reply_bytes = {}
         return self._received(list(self._grid.send_and_receive(messages, timeout=timeout)))

@@ -30,6 +30,7 @@ __all__ = [
     "EngineConfig",
     "ExperimentConfig",
     "ExperimentSection",
+    "GeoConfig",
     "ModelConfig",
     "OutputConfig",
     "ServerConfig",
@@ -221,6 +222,51 @@ class OutputConfig:
     mlflow_experiment: str | None = _f(None, doc="default: experiment.name")
 
 
+#: Keys of a ``[geo.regions.NAME]`` override table.
+GEO_REGION_KEYS = ("lat", "lon", "timezone", "compute", "uplink_mbps", "downlink_mbps")
+
+
+@dataclass(frozen=True)
+class GeoConfig:
+    """``[geo]`` (optional): where regions are, their links and compute, their clocks.
+
+    Validated as a whole: every offending key is named in one line. See
+    docs/geo.md for the model, its constants and their sources.
+    """
+
+    table: str | None = _f(
+        None, doc="CSV: region, lat, lon [, timezone, compute, uplink_mbps, downlink_mbps]"
+    )
+    lat_column: str | None = _f(None, doc="coordinates from the data (not supported yet)")
+    lon_column: str | None = _f(None, doc="coordinates from the data (not supported yet)")
+    resolve: Literal["none", "names"] = _f(
+        "none", doc="names: country names, ISO codes, UN M49 region names, resolved offline"
+    )
+    server: list[float] | str | None = _f(
+        None,
+        check=lambda key, value: _check_server(key, value),
+        doc="the server's place: [lat, lon], or the name of a region",
+    )
+    policy: Literal["sync", "deadline", "overcommit"] = _f("sync")
+    deadline_s: float | None = _f(
+        None, min_exclusive=0.0, doc="deadline: simulated seconds a train round may last"
+    )
+    overcommit: float = _f(1.3, min=1.0, doc="overcommit: sample ceil(overcommit * m), keep m")
+    availability: str | None = _f(
+        None, doc="local-time window 'HH:MM-HH:MM' in which a region can be sampled"
+    )
+    target: str | None = _f(None, doc="'r2 >= 0.8': summary.json sim_time_to_target_s")
+    start: str = _f("2025-01-06T00:00:00Z", doc="the simulated clock's start (UTC, ISO 8601)")
+    compute: float = _f(50.0, min_exclusive=0.0, doc="default compute of a region, GFLOP/s")
+    uplink_mbps: float = _f(50.0, min_exclusive=0.0, doc="default region -> server Mbit/s")
+    downlink_mbps: float = _f(100.0, min_exclusive=0.0, doc="default server -> region Mbit/s")
+    route_factor: float = _f(2.0, min=1.0, doc="fibre route length / great-circle distance")
+    overhead_s: float = _f(0.01, min=0.0, doc="fixed seconds per message (serialisation, RPC)")
+    regions: dict[str, Any] = _f(
+        {}, doc="per-region overrides: {NAME = {lat, lon, timezone, compute, uplink_mbps, ...}}"
+    )
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment: the sections of the experiment file."""
@@ -233,6 +279,7 @@ class ExperimentConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    geo: GeoConfig | None = None
     base_dir: str = "."
 
     # -- construction -------------------------------------------------
@@ -243,7 +290,9 @@ class ExperimentConfig:
             raise ConfigError(
                 f"an experiment must be a table of sections, got {type(raw).__name__}"
             )
-        _reject_unknown(raw.keys(), _SECTIONS.keys(), where="top level (sections)")
+        _reject_unknown(
+            raw.keys(), [*_SECTIONS.keys(), *_OPTIONAL_SECTIONS], where="top level (sections)"
+        )
         base = Path(base_dir).resolve()
         sections: dict[str, Any] = {}
         for name, section_cls in _SECTIONS.items():
@@ -257,6 +306,8 @@ class ExperimentConfig:
         sections["data"] = _resolve_source(sections["data"], base)
         sections["server"] = _resolve_eval_source(sections["server"], base)
         sections["client"] = _resolve_callbacks(sections["client"], base)
+        if "geo" in raw:
+            sections["geo"] = _geo_section(raw["geo"], base)
         cfg = cls(**sections, base_dir=str(base))
         _check_combinations(cfg)
         return cfg
@@ -271,6 +322,8 @@ class ExperimentConfig:
                 out[name] = {"name": section.name, **section.params}
             else:
                 out[name] = {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
+        if self.geo is not None:
+            out["geo"] = {k: v for k, v in dataclasses.asdict(self.geo).items() if v is not None}
         return out
 
     def to_toml(self) -> str:
@@ -307,6 +360,7 @@ for _cls in (
     EngineConfig,
     ServerConfig,
     OutputConfig,
+    GeoConfig,
     ExperimentConfig,
 ):
     _cls.__hash__ = _hash_by_repr  # type: ignore[method-assign]
@@ -321,6 +375,8 @@ _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "output": OutputConfig,
 }
+#: Sections that may be left out entirely (their absence changes nothing).
+_OPTIONAL_SECTIONS: dict[str, type] = {"geo": GeoConfig}
 
 
 def load_config(
@@ -369,7 +425,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
     section, _, key = dotted.partition(".")
-    _reject_unknown([section], _SECTIONS.keys(), where="override section")
+    _reject_unknown([section], [*_SECTIONS, *_OPTIONAL_SECTIONS], where="override section")
     raw.setdefault(section, {})[key] = value
 
 
@@ -624,6 +680,7 @@ def _check_range(key: str, value: float, meta: Mapping[str, Any]) -> None:
 
 
 def _check_combinations(cfg: ExperimentConfig) -> None:
+    _check_geo_combinations(cfg)
     if cfg.client.callbacks and cfg.client.cohort is True:
         raise ConfigError(
             "client.callbacks run inside Keras fit, which cohort training (client.cohort = "
@@ -663,4 +720,125 @@ def _check_combinations(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.name = {cfg.model.name!r} is not a known model"
             f"{_suggest(cfg.model.name, known)} (known: {', '.join(known)})"
+        )
+
+
+# -- [geo] -------------------------------------------------------------------
+
+
+def _check_server(key: str, value: Any) -> list[float] | str:
+    """``[lat, lon]`` in degrees, or a region's name."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        lat, lon = float(value[0]), float(value[1])
+        if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+            return [lat, lon]
+    raise ConfigError(
+        f"{key} = {value!r} must be [lat, lon] (lat in -90..90, lon in -180..180) "
+        "or the name of a region"
+    )
+
+
+def _geo_section(raw: Any, base: Path) -> GeoConfig:
+    """Validate ``[geo]`` as a whole: one ConfigError naming every offending key."""
+    from fedglobal.geo.availability import Window, WindowError, check_timezone, parse_start
+    from fedglobal.geo.places import PlacesError, read_table
+    from fedglobal.geo.target import Target, TargetError
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[geo] must be a table, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(GeoConfig)}
+    hints = typing.get_type_hints(GeoConfig)
+    problems: list[str] = []
+    unknown = [k for k in raw if k not in fields]
+    for key in unknown:
+        problems.append(f"unknown key {key!r}{_suggest(key, list(fields))}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in fields:
+            try:
+                values[key] = _check_value(f"geo.{key}", value, hints[key], fields[key].metadata)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    geo = GeoConfig(**{k: v for k, v in values.items()})
+    checks: list[tuple[str, Any]] = []
+    if geo.availability is not None:
+        checks.append(("geo.availability", lambda: Window.parse(geo.availability)))
+    if geo.target is not None:
+        checks.append(("geo.target", lambda: Target.parse(geo.target)))
+    checks.append(("geo.start", lambda: parse_start(geo.start)))
+    for key, check in checks:
+        try:
+            check()
+        except (WindowError, TargetError) as exc:
+            problems.append(f"{key}: {exc}")
+    if geo.table is not None:
+        given = Path(geo.table).expanduser()
+        table = str(given if given.is_absolute() else base / given)
+        geo = dataclasses.replace(geo, table=table)
+        if "geo.table" not in " ".join(problems):
+            try:
+                read_table(table)
+            except PlacesError as exc:
+                problems.append(f"geo.table: {exc}")
+    if geo.lat_column or geo.lon_column:
+        problems.append(
+            "geo.lat_column / geo.lon_column: coordinates from the data's columns are not "
+            "supported yet; use geo.table or geo.resolve = 'names'"
+        )
+    elif geo.table is None and geo.resolve != "names" and not geo.regions:
+        problems.append(
+            "no places: set geo.table (a CSV of region, lat, lon), geo.resolve = 'names', "
+            "or [geo.regions.NAME] tables with lat and lon"
+        )
+    if geo.server is None and "geo.server" not in " ".join(problems):
+        problems.append("geo.server is missing: [lat, lon] or the name of a region")
+    if geo.policy == "deadline" and geo.deadline_s is None and "deadline_s" not in raw:
+        problems.append("geo.policy = 'deadline' needs geo.deadline_s (simulated seconds)")
+    for name, override in geo.regions.items():
+        where = f"geo.regions.{name}"
+        if not isinstance(override, Mapping):
+            problems.append(f"{where} must be a table of {', '.join(GEO_REGION_KEYS)}")
+            continue
+        bad = [k for k in override if k not in GEO_REGION_KEYS]
+        if bad:
+            problems.append(
+                f"{where}: unknown key(s) {', '.join(map(repr, bad))} "
+                f"(allowed: {', '.join(GEO_REGION_KEYS)})"
+            )
+        for key in ("lat", "lon", "compute", "uplink_mbps", "downlink_mbps"):
+            value = override.get(key)
+            if value is None:
+                continue
+            limit = {"lat": 90.0, "lon": 180.0}.get(key)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and (abs(value) <= limit if limit else value > 0)
+            if not ok:
+                allowed = f"-{limit:g}..{limit:g}" if limit else "a number > 0"
+                problems.append(f"{where}.{key} = {value!r} must be {allowed}")
+        if ("lat" in override) != ("lon" in override):
+            problems.append(f"{where}: give both lat and lon, or neither")
+        if "timezone" in override:
+            try:
+                check_timezone(override["timezone"])
+            except WindowError as exc:
+                problems.append(f"{where}.timezone: {exc}")
+    if problems:
+        raise ConfigError("[geo]: " + "; ".join(problems))
+    return geo
+
+
+def _check_geo_combinations(cfg: ExperimentConfig) -> None:
+    geo = cfg.geo
+    if geo is None:
+        return
+    if geo.policy == "deadline" and float(cfg.strategy.params.get("stragglers", 0.0) or 0.0):
+        raise ConfigError(
+            "[geo] policy = 'deadline' makes stragglers from the simulated clock: leave out "
+            "strategy.stragglers (the clock-free shortcut), or use policy = 'sync'"
         )

@@ -118,6 +118,8 @@ class RunMonitor:
         self._time_before = time.time()
         self._tb: Any = None
         self._fallbacks_logged: set[str] = set()
+        #: The simulated clock's hook (``[geo]``), set by :meth:`attach_clock`.
+        self.geo: Any = None
         if progress is not None:  # the round's line waits for the server's metrics
             progress.expect_server = bool(cfg.server.eval_source) or self.evaluates
 
@@ -126,6 +128,21 @@ class RunMonitor:
         """Wrap ``grid`` so the bytes of every message are counted."""
         self.counting = CountingGrid(grid)
         return self.counting
+
+    def attach_clock(self, geo: Any) -> None:
+        """Time the rounds on ``geo`` (a :class:`fedglobal.geo.grid.GeoRounds`).
+
+        rounds.csv gains ``sim_start_s`` and ``sim_end_s``; the run folder gains
+        sim_times.csv, the summary fields and plots of :mod:`fedglobal.geo.outputs`.
+        """
+        self.geo = geo
+
+    def sim_end_s(self, server_round: int) -> float | None:
+        """The simulated end of ``server_round`` (0 for round 0; None without ``[geo]``)."""
+        if self.geo is None:
+            return None
+        span = self.geo.clock.span(server_round)
+        return span.end_s if span is not None else (0.0 if server_round == 0 else None)
 
     @property
     def evaluates(self) -> bool:
@@ -168,6 +185,7 @@ class RunMonitor:
                 evaluate_fn=self.evaluate_fn,
                 first_round=first_round,
                 after_round=after_round,
+                train_grid=None if self.geo is None else self.geo.for_round,
                 **kwargs,
             )
             if not result.aggregated and first_round <= 1:
@@ -203,6 +221,7 @@ class RunMonitor:
             "hooks": {
                 type(h).__name__: h.state_dict() for h in self.hooks if hasattr(h, "state_dict")
             },
+            **({"geo": self.geo.clock.state_dict()} if self.geo is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> None:
@@ -220,6 +239,8 @@ class RunMonitor:
         self._counts_before = counts.copy()
         self._time_before = time.time()
         self._previous = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+        if self.geo is not None and "geo" in state:
+            self.geo.clock.load_state_dict(state["geo"])
         saved = state.get("hooks", {})
         for hook in self.hooks:
             name = type(hook).__name__
@@ -235,12 +256,15 @@ class RunMonitor:
         norms = self._norms(server_round, weights)
         system = self._system(server_round)
         if self._tb is not None:
+            skip = ("round", "seconds", "sim_start_s", "sim_end_s")
             scalars = {
                 f"comm/{k}": v
                 for k, v in system.items()
-                if k not in ("round", "seconds") and not isinstance(v, str)
+                if k not in skip and not isinstance(v, str)
             }
             scalars["time/round_seconds"] = system["seconds"]
+            if "sim_end_s" in system:  # [geo]: simulated hours, for plotting against them
+                scalars["time/sim_hours"] = system["sim_end_s"] / 3600.0
             self._tb.write_round(
                 server_round,
                 rows=self.recorder.round_rows(server_round),
@@ -313,6 +337,12 @@ class RunMonitor:
                     server_round,
                     reason,
                 )
+        if self.geo is not None:
+            span = self.geo.clock.span(server_round)
+            start, end = (span.start_s, span.end_s) if span else (np.nan, np.nan)
+            if server_round == 0:
+                start = end = 0.0
+            row["sim_start_s"], row["sim_end_s"] = round(start, 6), round(end, 6)
         self.round_rows.append(row)
         self._counts_before, self._time_before = counts, now
         return row
@@ -390,10 +420,23 @@ class RunMonitor:
             ),
         )
         extra: dict[str, Any] = {}
+        if self.geo is not None:
+            extra.update(self._finish_geo(history))
         if self.cfg.output.plots:
-            from fedglobal.reporting.plots import write_run_plots
+            from fedglobal.reporting.plots import key_metric, write_run_plots
 
             files = write_run_plots(history, self.cfg.data.task, self.run_dir / "plots")
+            if self.geo is not None:
+                from fedglobal.geo.outputs import write_geo_plots
+
+                metric = key_metric(self.cfg.data.task)
+                files += write_geo_plots(
+                    self.geo.clock,
+                    pd.DataFrame(self.round_rows),
+                    history,
+                    metric,
+                    self.run_dir / "plots",
+                )
             extra["plots"] = [str(p.relative_to(self.run_dir)) for p in files]
         if self.cfg.output.mlflow:
             extra["mlflow"] = self._log_mlflow(history)
@@ -401,6 +444,16 @@ class RunMonitor:
         for hook in self.hooks:
             hook.on_run_end(summary)
         return summary
+
+    def _finish_geo(self, history: pd.DataFrame) -> dict[str, Any]:
+        """sim_times.csv, and the summary fields of the simulated clock."""
+        from fedglobal.geo.outputs import sim_times_frame, summary_fields
+
+        assert self.cfg.geo is not None
+        write_table(self.run_dir, "sim_times.csv", sim_times_frame(self.geo.clock))
+        return summary_fields(
+            self.geo.clock, history, target=self.cfg.geo.target, server=self.geo.server
+        )
 
     def _log_mlflow(self, history: pd.DataFrame) -> dict[str, Any]:
         from fedglobal.reporting import tracking

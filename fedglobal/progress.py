@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from rich.console import Console
@@ -37,7 +37,7 @@ from rich.progress import (
 )
 from rich.table import Column
 
-__all__ = ["KEY_METRICS", "RoundProgress", "TaskProgress", "regions_text"]
+__all__ = ["KEY_METRICS", "RoundProgress", "TaskProgress", "regions_text", "sim_duration"]
 
 KEY_METRICS = {"regression": ("loss", "mae", "r2"), "classification": ("loss", "accuracy", "f1")}
 
@@ -155,6 +155,15 @@ def regions_text(regions: Sequence[str], *, limit: int = 3) -> str:
     return f"{len(names)} region{'s' if len(names) != 1 else ''} ({shown})"
 
 
+def sim_duration(seconds: float) -> str:
+    """Simulated time for a progress line: ``"12.3 s"``, ``"45.2 min"`` or ``"3.21 h"``."""
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
 def _fmt(values: Mapping[str, float], keys: Sequence[str]) -> str:
     return " ".join(f"{m} {values[m]:.4g}" for m in keys if m in values)
 
@@ -182,6 +191,8 @@ class RoundProgress:
         self.task = task
         self.quiet = quiet
         self.expect_server = False
+        #: ``[geo]``: round -> simulated seconds at its end, shown on each line.
+        self.sim_time: Callable[[int], float | None] | None = None
         self.display = TaskProgress(
             total_rounds,
             description="rounds",
@@ -228,6 +239,9 @@ class RoundProgress:
         else:
             parts.append(f"{len(self._evaluated)} regions")
         parts.append(f"{now - self._last:.1f}s (total {now - self._start:.1f}s)")
+        sim = self.sim_time(server_round) if self.sim_time is not None else None
+        if sim is not None:
+            parts.append(f"sim {sim_duration(sim)}")
         self.display.print(" | ".join(parts))
         if server_round > 0:
             status = " ".join(

@@ -62,9 +62,20 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "personal_models": (dict, type(None)),
     "plots": (list,),
     "mlflow": (dict,),
+    "sim_total_s": (float, int),
+    "sim_time_to_target_s": (float, int, type(None)),
+    "geo": (dict,),
 }
 #: Keys written only when the experiment asks for them.
-OPTIONAL_SUMMARY_FIELDS = ("plots", "mlflow", "privacy", "clipped_updates")
+OPTIONAL_SUMMARY_FIELDS = (
+    "plots",
+    "mlflow",
+    "privacy",
+    "clipped_updates",
+    "sim_total_s",
+    "sim_time_to_target_s",
+    "geo",
+)
 
 
 @dataclass
@@ -97,6 +108,12 @@ class Result:
     def rounds(self) -> pd.DataFrame:
         """rounds.csv: seconds, bytes and messages sent and received per round."""
         return self._table("rounds.csv")
+
+    @property
+    def sim_times(self) -> pd.DataFrame:
+        """sim_times.csv (``[geo]`` runs): simulated download, compute and upload per
+        round and region, when each reply arrived and whether it was kept."""
+        return self._table("sim_times.csv")
 
     @property
     def layer_norms(self) -> pd.DataFrame:

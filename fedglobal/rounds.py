@@ -8,6 +8,10 @@ aggregate_evaluate, ``evaluate_fn(round, arrays)``), from ``first_round``, and
 calls ``after_round(round, arrays)`` once the round is complete (the
 checkpoint). From round 1 it also calls ``evaluate_fn(0, initial_arrays)`` first,
 as ``start`` does.
+
+``train_grid(round, grid)``, when given, is the grid of each round's
+``configure_train`` and train exchange: the simulated clock's view
+(:meth:`fedglobal.geo.grid.GeoRounds.for_round`) under ``[geo]``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 AfterRound = Callable[[int, ArrayRecord], None]
+TrainGrid = Callable[[int, Grid], Grid]
 
 
 @dataclass
@@ -56,6 +61,7 @@ def run_rounds(
     evaluate_config: ConfigRecord | None = None,
     evaluate_fn: EvaluateFn | None = None,
     after_round: AfterRound | None = None,
+    train_grid: TrainGrid | None = None,
 ) -> RoundsResult:
     """Run rounds ``first_round..num_rounds`` of ``strategy`` (see the module docstring)."""
     train_config = ConfigRecord() if train_config is None else train_config
@@ -69,8 +75,9 @@ def run_rounds(
     last = first_round - 1
     for server_round in range(max(1, first_round), num_rounds + 1):
         log.info("[ROUND %s/%s]", server_round, num_rounds)
-        replies = grid.send_and_receive(
-            messages=strategy.configure_train(server_round, arrays, train_config, grid),
+        trains = grid if train_grid is None else train_grid(server_round, grid)
+        replies = trains.send_and_receive(
+            messages=strategy.configure_train(server_round, arrays, train_config, trains),
             timeout=timeout,
         )
         new_arrays, _ = strategy.aggregate_train(server_round, replies)

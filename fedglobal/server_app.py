@@ -44,7 +44,7 @@ from flwr.serverapp import Grid, ServerApp
 import strategies
 from fedglobal import checkpoint, data, resume
 from fedglobal import hooks as server_hooks
-from fedglobal.config import ExperimentConfig
+from fedglobal.config import ExperimentConfig, ExperimentSection
 from fedglobal.errors import RunError
 from fedglobal.history import HistoryRecorder
 from fedglobal.monitor import RunMonitor
@@ -88,8 +88,11 @@ def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
 
 def federated_schema(
     grid: Grid, cfg: ExperimentConfig, base_config: ConfigRecord, timeout: float
-) -> tuple[data.Schema, list[str]]:
-    """Ask every connected region for its statistics and merge them into the schema."""
+) -> tuple[data.Schema, list[str], dict[str, int]]:
+    """Ask every connected region for its statistics and merge them into the schema.
+
+    Returns the schema, the sorted region names and each region's train row count.
+    """
     nodes = sorted(grid.get_node_ids())
     messages = [
         Message(RecordDict({"config": ConfigRecord(dict(base_config))}), node, QUERY_STATS)
@@ -110,7 +113,27 @@ def federated_schema(
         raise RunError(
             f"only {len(replies)} of {len(nodes)} regions reported statistics within {timeout}s"
         )
-    return data.merge_stats(stats, cfg), sorted(regions)
+    rows = {region: int(s.n_rows) for region, s in zip(regions, stats, strict=True)}
+    return data.merge_stats(stats, cfg), sorted(regions), rows
+
+
+#: ``[experiment]`` keys that say where and on which engine a run executes: no
+#: client reads them, so the regions receive their defaults (:func:`wire_experiment`).
+RUN_PLACEMENT_KEYS = ("engine", "output_dir", "workers")
+
+
+def wire_experiment(cfg: ExperimentConfig) -> str:
+    """The experiment TOML the regions receive in every message.
+
+    The keys of :data:`RUN_PLACEMENT_KEYS` are left at their defaults, so the
+    messages, their bytes in rounds.csv and the simulated clock (``[geo]``)
+    are the same whichever engine and output folder run the experiment.
+    """
+    defaults = ExperimentSection()
+    placement = {f"experiment.{k}": getattr(defaults, k) for k in RUN_PLACEMENT_KEYS}
+    if all(getattr(cfg.experiment, k) == getattr(defaults, k) for k in RUN_PLACEMENT_KEYS):
+        return cfg.to_toml()
+    return cfg.replace(placement).to_toml()
 
 
 def initial_weights(cfg: ExperimentConfig, schema: data.Schema) -> tuple[Any, dict]:
@@ -179,10 +202,27 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     _wait_for_nodes(grid, needed, cfg.engine.connect_timeout)
 
     base_config = ConfigRecord(
-        {"experiment": cfg.to_toml(), "base-dir": cfg.base_dir, "server-round": 0}
+        {"experiment": wire_experiment(cfg), "base-dir": cfg.base_dir, "server-round": 0}
     )
-    schema, regions = federated_schema(grid, cfg, base_config, timeout)
+    schema, regions, rows = federated_schema(grid, cfg, base_config, timeout)
     model, weights = initial_weights(cfg, schema)
+    if cfg.geo is not None:  # the simulated clock: where the server sends and receives
+        from fedglobal.geo.setup import server_clock
+
+        counting = monitor.counting
+        monitor.attach_clock(
+            server_clock(
+                cfg,
+                model=model,
+                rows=rows,
+                regions=regions,
+                strategy=strategy,
+                region_of=server_grid.region_of,
+                reply_bytes=lambda: counting.last_reply_bytes if counting else {},
+                needed=max(int(getattr(strategy, "min_available_nodes", 1)), minimum["train"]),
+            )
+        )
+        progress.sim_time = monitor.sim_end_s
 
     if hasattr(strategy, "bind"):
         strategy.bind(list(weights))

@@ -80,7 +80,17 @@ __all__ = [
 ]
 
 #: Experiment sections a suite may override (unknown ones are rejected by the config).
-SECTIONS = ("experiment", "data", "model", "client", "strategy", "engine", "server", "output")
+SECTIONS = (
+    "experiment",
+    "data",
+    "model",
+    "client",
+    "strategy",
+    "engine",
+    "server",
+    "output",
+    "geo",
+)
 BASELINES = ("local", "centralised")
 ATTACK_KINDS = ("sign-flip", "noise", "label-flip")
 _BASELINE_ALIASES = {"local": "local", "local-only": "local", "centralised": "centralised"}

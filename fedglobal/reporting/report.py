@@ -141,6 +141,9 @@ def _run_section(result: Result) -> str:
     ]
     if (h.split == "server").any():
         figures.insert(1, plots.metric_rounds_figure(h, metric, split="server"))
+    from fedglobal.geo.outputs import run_geo_figures  # [geo]: the map and simulated hours
+
+    figures.extend(run_geo_figures(result.run_dir, h, metric).values())
     return (
         f'<section class="run" id="run-{name}"><h2>{name}</h2>'
         f'<p class="meta">{html.escape(str(result.run_dir))}</p>'
