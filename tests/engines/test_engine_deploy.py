@@ -14,7 +14,6 @@ import ssl
 
 import pandas as pd
 import pytest
-from engine_helpers import REGIONS, run_cli, write_experiment
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
 from fedglobal import data
@@ -25,6 +24,7 @@ from fedglobal.engines.processes import http_ok, wait_until
 from fedglobal.engines.tls import make_auth_keys
 from fedglobal.results import load_run
 from fedglobal.run_folder import new_run_dir
+from tests.engines.engine_helpers import REGIONS, run_cli, write_experiment
 
 pytestmark = pytest.mark.slow
 
