@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fedglobal import cli_bench, cli_engines, cli_reports
+from fedglobal import cli_bench, cli_engines, cli_reports, quiet
 from fedglobal.errors import is_user_error, one_line, path_error
 
 
@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     cli_bench.add_parser(sub)
     cli_reports.add_commands(sub)  # report, export, tensorboard
     cli_engines.add_commands(sub)  # certs, keys, superlink, client, run, deploy
+    for command in sub.choices.values():
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show everything TensorFlow, Flower and Ray log (also in worker processes)",
+        )
     return parser
 
 
@@ -62,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate" and args.experiment is None and args.resume is None:
         args.subparser.error("the following arguments are required: experiment (or --resume)")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if getattr(args, "verbose", False):
+        os.environ[quiet.VERBOSE_ENV] = "1"  # this process and the ones it starts
+        quiet.uninstall()
+    quiet.quiet_environment()
     try:
         if args.command in cli_reports.COMMANDS:
             return cli_reports.run_command(args)
