@@ -52,6 +52,7 @@ def _experiment(folder: Path, table: Path, model: str, strategy: str) -> Path:
         "model": {"name": model, "hidden": [4], "filters": [2], "batch_norm": strategy == "fedbn"},
         "client": {"batch_size": 8},
         "strategy": {"name": strategy},
+        "output": {"plots": False, "tensorboard": False},
     }
     path = folder / "experiment.toml"
     path.write_text(tomli_w.dumps(raw))
