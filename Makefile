@@ -4,7 +4,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fedglobal-installed
 EXPERIMENT ?= experiments/quickstart.toml
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Fashion-MNIST (Debian package, for the fashion_mnist_dirichlet and robustness benchmarks):
 # installed when running as root with apt; otherwise a note says how.
 FASHION_MNIST = test -d /usr/share/datasets/fashion-mnist || \

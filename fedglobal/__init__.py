@@ -16,6 +16,9 @@ from fedglobal.errors import (
     ModelError,
     RunError,
 )
+from fedglobal.quiet import install as _quiet_tensorflow_start
+
+_quiet_tensorflow_start()  # TensorFlow's C++ start-up notices off the console (fedglobal.quiet)
 
 __version__ = "0.1.0"
 

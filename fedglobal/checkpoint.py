@@ -58,6 +58,7 @@ __all__ = [
     "FORMAT",
     "PREVIOUS",
     "Checkpoint",
+    "changed_keys",
     "check_compatible",
     "load",
     "pending",
@@ -421,6 +422,17 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def changed_keys(ckpt: Checkpoint, config_toml: str) -> list[str]:
+    """The dotted keys, other than :data:`RESUMABLE_CHANGES`, that differ from the checkpoint's."""
+    old = _flat(tomllib.loads(ckpt.config_toml))
+    new = _flat(tomllib.loads(config_toml))
+    return sorted(
+        key
+        for key in set(old) | set(new)
+        if old.get(key) != new.get(key) and key not in RESUMABLE_CHANGES
+    )
+
+
 def check_compatible(ckpt: Checkpoint, config_toml: str) -> None:
     """Refuse to resume a run under a different experiment.
 
@@ -432,11 +444,7 @@ def check_compatible(ckpt: Checkpoint, config_toml: str) -> None:
     """
     old = _flat(tomllib.loads(ckpt.config_toml))
     new = _flat(tomllib.loads(config_toml))
-    changed = sorted(
-        key
-        for key in set(old) | set(new)
-        if old.get(key) != new.get(key) and key not in RESUMABLE_CHANGES
-    )
+    changed = changed_keys(ckpt, config_toml)
     if changed:
         shown = "; ".join(
             f"{key}: {old.get(key, '(unset)')!r} in the checkpoint, {new.get(key, '(unset)')!r} now"

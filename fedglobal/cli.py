@@ -1,7 +1,7 @@
 """The ``fedglobal`` command line.
 
 fedglobal simulate experiments/quickstart.toml --set experiment.rounds=5
-fedglobal simulate experiments/quickstart.toml --resume runs/quickstart-20250101-120000
+fedglobal simulate --resume runs/quickstart-20250101-120000 [--set experiment.rounds=40]
 fedglobal config experiments/quickstart.toml --set strategy.name=layerwise
 fedglobal regions experiments/quickstart.toml
 """
@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fedglobal import cli_bench, cli_engines, cli_reports
-from fedglobal.errors import FedGlobalError
+from fedglobal import cli_bench, cli_engines, cli_reports, quiet
+from fedglobal.errors import is_user_error, one_line, path_error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
 
     def experiment_command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("experiment", help="experiment TOML file")
+        if name == "simulate":  # --resume RUN_DIR alone: the run folder holds the experiment
+            p.add_argument("experiment", nargs="?", help="experiment TOML file")
+        else:
+            p.add_argument("experiment", help="experiment TOML file")
         p.add_argument(
             "--set",
             dest="overrides",
@@ -42,20 +45,33 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         default=None,
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its last checkpoint (resume.npz; inprocess)",
+        help="continue the run in RUN_DIR from its last checkpoint (resume.npz; inprocess); "
+        "the experiment comes from RUN_DIR, --set experiment.rounds=N extends the run",
     )
+    sim.set_defaults(subparser=sim)
     experiment_command("config", "print the resolved, validated experiment")
     experiment_command("regions", "list the regional clients of an experiment")
     cli_bench.add_parser(sub)
     cli_reports.add_commands(sub)  # report, export, tensorboard
     cli_engines.add_commands(sub)  # certs, keys, superlink, client, run, deploy
+    for command in sub.choices.values():
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show everything TensorFlow, Flower and Ray log (also in worker processes)",
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedglobal`` console script."""
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "simulate" and args.experiment is None and args.resume is None:
+        args.subparser.error("the following arguments are required: experiment (or --resume)")
+    if getattr(args, "verbose", False):
+        os.environ[quiet.VERBOSE_ENV] = "1"  # this process and the ones it starts
+        quiet.uninstall()
+    quiet.quiet_environment()
     try:
         if args.command in cli_reports.COMMANDS:
             return cli_reports.run_command(args)
@@ -86,12 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _print_summary(result)
         return 0
-    except FedGlobalError as exc:
-        print(f"fedglobal: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("fedglobal: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a path the user gave: its traceback is what a report needs
+        print(f"fedglobal: error: {path_error(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: its traceback is what a report needs
+        print(f"fedglobal: error: {one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 def console() -> None:

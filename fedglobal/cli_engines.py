@@ -23,7 +23,7 @@ import signal
 import sys
 from typing import Any
 
-__all__ = ["COMMANDS", "add_commands", "run_command"]
+__all__ = ["COMMANDS", "add_commands", "address", "port", "run_command"]
 
 COMMANDS = ("certs", "keys", "superlink", "client", "run", "deploy")
 
@@ -33,6 +33,33 @@ LOOPBACK_PLAIN_WARNING = (
     "other users of this machine could still reach those ports. "
     "Pass --tls (HTTPS) or --auth (HTTPS + SuperNode authentication) to secure them."
 )
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port number, 0 to 65535 (0: the OS picks one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range (0-65535)")
+    return value
+
+
+def address(text: str) -> str:
+    """An argparse type: ``HOST:PORT`` (IPv6 as ``[::1]:9092``), port 1 to 65535."""
+    host, sep, number = text.rpartition(":")
+    if not sep or not host or "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9092, server.example.org:9092)"
+        )
+    try:
+        value = int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: port {number!r} is not a number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: port {value} is out of range (1-65535)")
+    return text
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:
@@ -65,7 +92,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("superlink", help="run a SuperLink for real regional clients (Ctrl-C stops)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=9092, help="the one port of all its APIs")
+    p.add_argument("--port", type=port, default=9092, help="the one port of all its APIs")
     p.add_argument("--tls-dir", default=None, help="folder from `fedglobal certs` (HTTPS only)")
     p.add_argument(
         "--insecure",
@@ -82,7 +109,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("client", help="run one region's SuperNode and ClientApp (Ctrl-C stops)")
     p.add_argument("--region", required=True, help="the region this client holds")
     p.add_argument("--data", default=None, help="the region's own CSV or Parquet file")
-    p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
+    p.add_argument("--superlink", required=True, type=address, help="HOST:PORT of the SuperLink")
     p.add_argument("--tls-ca", default=None, help="CA certificate (ca.crt) to trust: HTTPS")
     p.add_argument("--auth-key", default=None, help="this SuperNode's private key file")
     p.add_argument(
@@ -106,7 +133,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("run", help="submit an experiment to a running SuperLink")
     p.add_argument("experiment", help="experiment TOML file")
     _overrides(p)
-    p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
+    p.add_argument("--superlink", required=True, type=address, help="HOST:PORT of the SuperLink")
     p.add_argument("--tls-ca", default=None, help="CA certificate (ca.crt) to trust: HTTPS")
     p.add_argument(
         "--insecure",
@@ -188,13 +215,14 @@ def _deploy(args: argparse.Namespace) -> int:
     from fedglobal import data
     from fedglobal.config import load_config
     from fedglobal.engines.deployment import run_deployment
+    from fedglobal.preflight import check_enough_regions, check_strategy_fits_model
     from fedglobal.results import load_run
     from fedglobal.run_folder import new_run_dir
-    from fedglobal.simulation import _check_enough_regions
 
     cfg = load_config(args.experiment, args.overrides).replace({"experiment.engine": "deployment"})
+    check_strategy_fits_model(cfg)
     regions = data.list_regions(cfg)
-    _check_enough_regions(cfg, regions)
+    check_enough_regions(cfg, regions)
     if not (args.tls or args.auth):
         print(LOOPBACK_PLAIN_WARNING, file=sys.stderr)
     run_dir = new_run_dir(cfg, args.output_dir)
@@ -216,12 +244,14 @@ def _run(args: argparse.Namespace) -> int:
     from fedglobal.config import load_config
     from fedglobal.engines.deployment import client_security, submit_remote
     from fedglobal.errors import EngineError, FedGlobalError
+    from fedglobal.preflight import check_strategy_fits_model
     from fedglobal.results import load_run
     from fedglobal.run_folder import new_run_dir
 
     # refuse before anything is written (submit_remote prints the warnings)
     client_security("run", ca_cert=args.tls_ca, auth_key=None, insecure=args.insecure)
     cfg = load_config(args.experiment, args.overrides).replace({"experiment.engine": "deployment"})
+    check_strategy_fits_model(cfg)
     expected = args.regions
     if expected is None:
         try:

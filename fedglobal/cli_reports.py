@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedglobal.cli_engines import port
 from fedglobal.errors import RunError
 
 __all__ = ["COMMANDS", "add_commands", "expand_runs", "run_command"]
@@ -37,7 +38,7 @@ def add_commands(sub: Any) -> None:
 
     board = sub.add_parser("tensorboard", help="start TensorBoard on run folders")
     board.add_argument("logdir", nargs="?", default="runs", help="folder of runs (default: runs)")
-    board.add_argument("--port", type=int, default=6006, help="0 lets the OS pick a free port")
+    board.add_argument("--port", type=port, default=6006, help="0 lets the OS pick a free port")
     board.add_argument("--host", default="127.0.0.1")
     board.add_argument(
         "--print-command", action="store_true", help="print the tensorboard command, do not run"

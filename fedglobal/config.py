@@ -493,15 +493,37 @@ def _strategy_section(raw: Mapping[str, Any], base: Path) -> StrategyConfig:
         raise ConfigError(f"strategy.name must be a string, got {name!r}")
     # Import here: strategies depend on neither fedglobal nor clients.
     import strategies
-    from strategies.errors import StrategyError
+    from strategies.errors import PreconditionError, StrategyError
     from strategies.registry import is_reference
 
     name = _resolve_reference(name, base) if is_reference(name) else name.lower()
     try:
-        strategies.get(name, **params)
+        try:
+            strategies.get(name, **params)
+        except PreconditionError as exc:
+            _raise_min_train_clients(params, exc)
+            strategies.get(name, **params)
     except StrategyError as exc:
         raise ConfigError(f"[strategy]: {exc}") from None
     return StrategyConfig(name=name, params=params)
+
+
+def _raise_min_train_clients(params: dict[str, Any], exc: Exception) -> None:
+    """Raise ``min_train_clients`` to a robust rule's minimum (Krum 2f+3, Bulyan 4f+3).
+
+    ``min_train_clients`` is a lower bound ("at least this many train"), so the
+    rule's larger minimum honours it: the quickstart's ``min_train_clients = 2``
+    (FedAvg's) works with ``name = "krum"``. The resolved config.toml records the
+    raised value; a federation with fewer regions is refused before it starts
+    (naming ``strategy.num_malicious``).
+    """
+    required = getattr(exc, "required", None)
+    given = params.get("min_train_clients")
+    if not isinstance(given, int) or isinstance(given, bool) or required is None:
+        raise exc
+    if given >= required:
+        raise exc
+    params["min_train_clients"] = int(required)
 
 
 def _resolve_reference(reference: str, base: Path) -> str:

@@ -49,6 +49,7 @@ from fedglobal.errors import RunError
 from fedglobal.history import HistoryRecorder
 from fedglobal.monitor import RunMonitor
 from fedglobal.progress import RoundProgress
+from fedglobal.quiet import verbose as verbose_console
 from fedglobal.resume import Checkpointer
 from fedglobal.run_folder import write_run_folder
 from fedglobal.server_grid import ServerGrid
@@ -167,7 +168,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     cfg = experiment_from_run_config(run_config)
     run_dir = Path(str(run_config["run-dir"]))
     quiet = bool(run_config.get("quiet", False))
-    if not run_config.get("verbose", False):
+    if not (run_config.get("verbose", False) or verbose_console()):
         logging.getLogger("flwr").setLevel(logging.WARNING)  # our progress lines replace them
     timeout = cfg.experiment.round_timeout
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,12 +13,15 @@ from fedglobal.config import ExperimentConfig, load_config
 from fedglobal.errors import ConfigError, EngineError
 from fedglobal.hooks import active as active_hooks
 from fedglobal.hooks import as_hooks
+from fedglobal.preflight import check_enough_regions, check_strategy_fits_model
 from fedglobal.results import Result, load_run
 from fedglobal.run_folder import new_run_dir
 
+log = logging.getLogger(__name__)
+
 
 def simulate(
-    config: str | Path | Mapping[str, Any] | ExperimentConfig,
+    config: str | Path | Mapping[str, Any] | ExperimentConfig | None = None,
     *,
     overrides: Sequence[str] | Mapping[str, Any] = (),
     engine: str | None = None,
@@ -28,7 +33,8 @@ def simulate(
     """Run a simulated federation and return its :class:`Result`.
 
     Args:
-        config: an experiment TOML path, a mapping of sections, or an ExperimentConfig.
+        config: an experiment TOML path, a mapping of sections, or an ExperimentConfig;
+            may be None with ``resume`` (the run folder holds its resolved experiment).
         overrides: ``"section.key=value"`` strings (as ``--set`` on the command line).
         engine: overrides ``experiment.engine``.
         output_dir: where the run folder goes (default ``experiment.output_dir``).
@@ -37,17 +43,26 @@ def simulate(
             functions ``fn(round, metrics)``. Python objects, so ``inprocess`` only.
         resume: a run folder (or its ``resume.npz``) to continue: the rounds after
             its checkpoint run in that folder, and the result equals that of an
-            uninterrupted run (``inprocess`` engine). The experiment must be the
-            checkpointed one (``experiment.rounds`` may grow).
+            uninterrupted run (``inprocess`` engine). The experiment is the
+            checkpointed one, read from the checkpoint; ``overrides`` may raise
+            ``experiment.rounds``. A ``config`` given too is used when it equals the
+            checkpointed experiment (up to the resumable keys), else the checkpoint's.
 
     Raises:
         CheckpointError: ``resume`` has no intact checkpoint (names the file and why).
     """
-    cfg = load_config(config, overrides)
+    ckpt = checkpoint.load(resume) if resume is not None else None
+    if ckpt is not None:
+        cfg = resumed_config(ckpt, config, overrides)
+    elif config is None:
+        raise ConfigError("simulate needs an experiment (a TOML file, a mapping or a config)")
+    else:
+        cfg = load_config(config, overrides)
     if engine is not None:
         cfg = cfg.replace({"experiment.engine": engine})
+    check_strategy_fits_model(cfg)  # before any data is loaded
     regions = data.list_regions(cfg)
-    _check_enough_regions(cfg, regions)
+    check_enough_regions(cfg, regions)
     name = cfg.experiment.engine
     server_hooks = as_hooks(hooks)
     if server_hooks and name != "inprocess":
@@ -57,13 +72,12 @@ def simulate(
             "eval_source and early_stopping_* keys, which work on every engine"
         )
     ckpt_file = None
-    if resume is not None:
+    if ckpt is not None:
         if name != "inprocess":
             raise ConfigError(
                 f"resume works with engine 'inprocess' only, not {name!r} "
                 '(--engine inprocess or experiment.engine = "inprocess")'
             )
-        ckpt = checkpoint.load(resume)
         checkpoint.check_compatible(ckpt, cfg.to_toml())
         ckpt_file = ckpt.path
         assert ckpt_file is not None
@@ -88,24 +102,30 @@ def simulate(
     return load_run(run_dir)
 
 
-def _check_enough_regions(cfg: ExperimentConfig, regions: Sequence[str]) -> None:
-    """Fail fast when the strategy needs more clients than the data has regions.
+def resumed_config(
+    ckpt: checkpoint.Checkpoint,
+    config: str | Path | Mapping[str, Any] | ExperimentConfig | None,
+    overrides: Sequence[str] | Mapping[str, Any],
+) -> ExperimentConfig:
+    """The experiment a resumed run continues: the checkpoint's resolved one.
 
-    The minimums are read from the built strategy, so rule-specific defaults
-    (e.g. Krum's 2f+3) count too, not only keys set in the experiment file.
+    ``overrides`` apply on top (``experiment.rounds`` extends the run; other keys
+    are refused by :func:`checkpoint.check_compatible`). A ``config`` that fits
+    the checkpoint is used as given (its ``experiment.rounds`` may extend the
+    run); one that does not (e.g. the first run's ``--set`` overrides not
+    repeated) gives way to the checkpoint's, with a note naming the keys.
     """
-    import strategies
-
-    strategy = strategies.get(cfg.strategy.name, **cfg.strategy.params)
-    for key, attribute in (
-        ("min_available_clients", "min_available_nodes"),
-        ("min_train_clients", "min_train_nodes"),
-        ("min_evaluate_clients", "min_evaluate_nodes"),
-    ):
-        needed = int(getattr(strategy, attribute, 0))
-        if needed > len(regions):
-            raise ConfigError(
-                f"strategy {cfg.strategy.name!r} needs {key} = {needed} but the data has only "
-                f"{len(regions)} region(s): {', '.join(regions[:10])}; lower strategy.{key} "
-                "or use more regions"
-            )
+    saved = ExperimentConfig.from_dict(
+        tomllib.loads(ckpt.config_toml), base_dir=Path(ckpt.path or ".").parent
+    )
+    if config is not None:
+        given = load_config(config, overrides)
+        differs = checkpoint.changed_keys(ckpt, given.to_toml())
+        if not differs:
+            return given
+        log.warning(
+            "resuming the run's own experiment (its checkpoint); the experiment given "
+            "differs in %s",
+            ", ".join(differs[:8]),
+        )
+    return saved.replace(overrides)

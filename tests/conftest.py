@@ -8,9 +8,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest
+# The session's own temporary folder, removed at exit: what TensorFlow, TensorBoard,
+# Ray and Flower leave in the system temp folder (autograph's
+# __autograph_generated_file*.py of processes that end without atexit, such as
+# worker processes; .tensorboard-info) goes with it. Short, so that Ray's socket
+# paths below it stay under the 107-byte AF_UNIX limit. Set before anything
+# reads tempfile.gettempdir(), here and in every process the tests start.
+_SESSION_TMP = tempfile.mkdtemp(prefix="fg")
+os.environ["TMPDIR"] = _SESSION_TMP
+tempfile.tempdir = _SESSION_TMP
+atexit.register(shutil.rmtree, _SESSION_TMP, True)
 
 # The session's own XLA program cache (fedglobal/compile_cache.py), not the user's.
 _XLA_CACHE = tempfile.mkdtemp(prefix="fedglobal-test-xla-")

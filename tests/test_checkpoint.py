@@ -296,3 +296,48 @@ def test_resume_from_a_folder_without_checkpoint_is_refused(finished_run, tmp_pa
     code = main(["simulate", str(experiment), "--resume", str(tmp_path / "nowhere")])
     assert code == 2
     assert "no such run folder or checkpoint file" in capsys.readouterr().err
+
+
+def _copy(finished_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    return run_dir
+
+
+def test_resume_from_the_run_folder_alone_extends_the_run(finished_run, tmp_path, capsys):
+    """``fedglobal simulate --resume RUN --set experiment.rounds=N``: no experiment file."""
+    from fedglobal.cli import main
+
+    run_dir = _copy(finished_run, tmp_path)
+    code = main(["simulate", "--resume", str(run_dir), "--set", f"experiment.rounds={ROUNDS + 1}"])
+    assert code == 0, capsys.readouterr().err
+    resumed = fedglobal.load_run(run_dir)
+    assert resumed.summary["rounds"] == ROUNDS + 1
+    assert resumed.summary["resumed_from"]["round"] == ROUNDS
+    assert resumed.config.client.learning_rate == 0.01  # the run's own experiment
+
+
+def test_resume_with_the_file_but_not_the_first_runs_overrides(finished_run, tmp_path, caplog):
+    """The first run's ``--set`` overrides need not be repeated: the checkpoint's wins."""
+    run_dir = _copy(finished_run, tmp_path)
+    original = (finished_run.parent.parent / "fedadam.toml").read_text()
+    edited = tmp_path / "fedadam.toml"  # as if the first run had --set client.learning_rate=0.01
+    edited.write_text(original.replace("learning_rate = 0.01", "learning_rate = 0.05"))
+    with caplog.at_level("WARNING", logger="fedglobal.simulation"):
+        result = fedglobal.simulate(
+            edited, overrides=[f"experiment.rounds={ROUNDS + 1}"], resume=run_dir, quiet=True
+        )
+    assert "differs in client.learning_rate" in caplog.text
+    assert result.summary["rounds"] == ROUNDS + 1
+    assert result.config.client.learning_rate == 0.01
+
+
+def test_simulate_without_experiment_or_resume_is_a_usage_error(capsys):
+    from fedglobal.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate"])
+    assert exited.value.code == 2
+    assert "required: experiment (or --resume)" in capsys.readouterr().err

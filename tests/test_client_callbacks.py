@@ -8,7 +8,6 @@ through a file.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,7 @@ from clients.regional import RegionalClient
 from fedglobal import data
 from fedglobal.config import load_config
 from fedglobal.errors import ConfigError
-
-sys.path.insert(0, str(Path(__file__).parent))
-import training_callbacks
+from tests import training_callbacks
 
 REGIONS = ("east", "north", "south")
 

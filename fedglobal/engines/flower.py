@@ -41,6 +41,7 @@ from fedglobal.engines.processes import (
 )
 from fedglobal.engines.tls import TlsFiles
 from fedglobal.errors import EngineError
+from fedglobal.quiet import verbose as verbose_console
 
 CONNECTION = "fedglobal"
 APP_NAME = "fedglobal-app"
@@ -61,7 +62,7 @@ _NOISE = re.compile(
     r"RAY_ACCEL_ENV_VAR|Since flwr 1\.32|To change federation size|simulation-config|"
     r"DeprecationWarning|return np\.array|Starting logstream|Using SuperLink|"
     r"Successfully installed|Starting Flower Simulation|Federation `|Start `flwr-serverapp`|"
-    r"Manually terminating ClientAppActor|"
+    r"Manually terminating ClientAppActor|Successfully started run|\] RAW: |"
     r"^\s*$"
 )
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
@@ -489,7 +490,7 @@ def submit_run(
                 match = _RUN_ID.search(line)
                 if match and run_id is None:
                     run_id = int(match.group(1))
-                if not quiet and not _NOISE.search(line):
+                if not quiet and (verbose_console() or not _NOISE.search(line)):
                     out.write(line)
                     out.flush()
             if superlink is not None and not superlink.process.running():

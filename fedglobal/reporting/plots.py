@@ -7,9 +7,13 @@ saves the standard set as PNGs into ``<run>/plots/``:
 - ``<metric>_rounds.png``: the metric against rounds, all regions pooled
   (bold) and each region (thin);
 - ``<metric>_spread.png``: the spread of the per-region metric each round
-  (box plots: median, quartiles, whiskers at 1.5 IQR, outliers);
+  (box plots: median, quartiles, whiskers at 1.5 IQR, outliers; past
+  :data:`MANY_REGIONS` regions, whiskers at p5 and p95 without outliers);
 - ``<metric>_by_region.png``: the final metric of each region, sorted, as a
-  bar chart coloured by value (a map-like view);
+  bar chart coloured by value (a map-like view); past :data:`MANY_REGIONS`
+  regions, a histogram of the regions' values with the worst and best named
+  (and ``<metric>_rounds.png`` shows the regions' p10-p90 band and median
+  instead of one line each);
 - ``loss_rounds.png``: pooled train and test loss (and server loss, if any).
 
 The metric is R² for regression and accuracy for classification.
@@ -28,8 +32,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
+    "MANY_REGIONS",
     "comparison_figure",
+    "final_by_region",
     "final_by_region_figure",
+    "final_distribution_figure",
     "key_metric",
     "loss_figure",
     "metric_rounds_figure",
@@ -38,6 +45,8 @@ __all__ = [
 ]
 
 ALL = "all"
+#: Past this many regions a plot shows their distribution, not one mark per region.
+MANY_REGIONS = 40
 _LABELS = {"r2": "R²", "mae": "MAE", "rmse": "RMSE", "f1": "F1 (macro)"}
 
 
@@ -74,14 +83,24 @@ def metric_rounds_figure(
     ax = fig.add_subplot()
     table = _series(history, metric, split)
     regions = [c for c in table.columns if c != ALL]
-    for region in regions:
-        ax.plot(
-            table.index,
-            table[region],
-            linewidth=0.9,
-            alpha=0.55,
-            label=region if len(regions) <= 8 else None,
+    if len(regions) > MANY_REGIONS:  # a band, not thousands of lines
+        values = table[regions].to_numpy(dtype=float)
+        finite = np.where(np.isfinite(values), values, np.nan)
+        with np.errstate(all="ignore"):
+            low, mid, high = np.nanpercentile(finite, [10, 50, 90], axis=1)
+        ax.fill_between(
+            table.index, low, high, color="#4a6f96", alpha=0.25, label="regions p10-p90"
         )
+        ax.plot(table.index, mid, color="#4a6f96", linewidth=1.2, label="regions median")
+    else:
+        for region in regions:
+            ax.plot(
+                table.index,
+                table[region],
+                linewidth=0.9,
+                alpha=0.55,
+                label=region if len(regions) <= 8 else None,
+            )
     if ALL in table.columns:
         ax.plot(table.index, table[ALL], color="black", linewidth=2.5, label="all regions pooled")
     _rounds_axis(ax)
@@ -114,6 +133,9 @@ def region_spread_figure(
             patch_artist=True,
             boxprops={"facecolor": "#cfe0f3", "edgecolor": "#4a6f96"},
             medianprops={"color": "#c0392b"},
+            # many regions: whiskers at p5 and p95, no single-region marks
+            whis=(5, 95) if len(regions) > MANY_REGIONS else 1.5,
+            showfliers=len(regions) <= MANY_REGIONS,
         )
         ax.set_xticks(range(len(rounds)), [str(r) for r in rounds])
     if ALL in table.columns:
@@ -133,13 +155,27 @@ def region_spread_figure(
     return fig
 
 
+def final_by_region(history: pd.DataFrame, metric: str, split: str = "test") -> pd.Series:
+    """The final round's metric of each region (not the pooled one), sorted ascending."""
+    h = history[(history.metric == metric) & (history.split == split) & (history.region != ALL)]
+    final = h[h["round"] == h["round"].max()] if not h.empty else h
+    return final.groupby("region")["value"].last().sort_values()
+
+
 def final_by_region_figure(
     history: pd.DataFrame, metric: str, *, split: str = "test", title: str = ""
 ) -> Figure:
-    """The final round's metric per region: sorted horizontal bars coloured by value."""
+    """The final round's metric per region.
+
+    Up to :data:`MANY_REGIONS` regions: sorted horizontal bars coloured by value.
+    More: a histogram of the regions' values with the worst and best named
+    (:func:`final_distribution_figure`), so the picture keeps its size.
+    """
+    values = final_by_region(history, metric, split)
+    if len(values) > MANY_REGIONS:
+        return final_distribution_figure(history, metric, split=split, title=title)
     h = history[(history.metric == metric) & (history.split == split) & (history.region != ALL)]
     final = h[h["round"] == h["round"].max()] if not h.empty else h
-    values = final.groupby("region")["value"].last().sort_values()
     fig = _figure(7.0, max(3.0, 0.28 * len(values) + 1.2))
     ax = fig.add_subplot()
     if not values.empty:
@@ -172,6 +208,60 @@ def final_by_region_figure(
     ax.set_title(title or f"{split} {_label(metric)} by region after round {last} (--- pooled)")
     ax.tick_params(axis="y", labelsize=8)
     return fig
+
+
+def final_distribution_figure(
+    history: pd.DataFrame, metric: str, *, split: str = "test", title: str = "", named: int = 3
+) -> Figure:
+    """A histogram of the final metric over regions; the ``named`` worst and best are listed."""
+    values = final_by_region(history, metric, split)
+    finite = values[np.isfinite(values.to_numpy(dtype=float))]
+    fig = _figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    if not finite.empty:
+        bins = int(np.clip(np.sqrt(len(finite)), 10, 60))
+        ax.hist(finite.to_numpy(), bins=bins, color="#4a6f96", alpha=0.85)
+        ax.axvline(float(finite.median()), color="#c0392b", linewidth=1.2, label="median region")
+        pooled = history[
+            (history.metric == metric) & (history.split == split) & (history.region == ALL)
+        ]
+        if not pooled.empty:
+            ax.axvline(
+                float(pooled.iloc[-1].value),
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label="all regions pooled",
+            )
+        k = min(named, len(finite) // 2) or 1
+
+        def shown(part: pd.Series) -> str:
+            return ", ".join(f"{_short(str(r))} {v:.3g}" for r, v in part.items())
+
+        lines = [f"worst: {shown(finite.iloc[:k])}", f"best: {shown(finite.iloc[::-1][:k])}"]
+        if len(finite) < len(values):
+            lines.append(f"{len(values) - len(finite)} region(s) without a finite value")
+        ax.text(
+            0.01,
+            0.98,
+            "\n".join(lines),
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7.5,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#ccc"},
+        )
+        ax.legend(fontsize=8, loc="center left")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the names
+    last = int(history["round"].max()) if not history.empty else 0
+    ax.set_xlabel(f"final {split} {_label(metric)}")
+    ax.set_ylabel("regions")
+    ax.set_title(title or f"{split} {_label(metric)} of {len(values)} regions after round {last}")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def _short(name: str, width: int = 22) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def loss_figure(history: pd.DataFrame, *, title: str = "") -> Figure:

@@ -8,8 +8,10 @@ scripts), so it can be mailed or attached to a paper's supplement:
   wall time, bytes communicated);
 - a table of final pooled metrics per run and split;
 - comparison plots of the headline metric and the loss against rounds;
-- per run: the final metrics of every region, the metric against rounds,
-  the spread across regions and the final metric by region.
+- per run: the final metrics of every region (past a few dozen regions, the
+  best and worst five and the whole table as an inlined CSV download), the
+  metric against rounds, the spread across regions and the final metric by
+  region (past a few dozen regions, their distribution).
 """
 
 from __future__ import annotations
@@ -126,7 +128,35 @@ def _region_table(result: Result) -> pd.DataFrame:
     if "all" in table.index:  # the pooled row first
         table = pd.concat([table.loc[["all"]], table.drop(index="all")])
     table.index.name = "region"
+    table.columns.name = None  # else to_html adds an empty "metric" column
     return table
+
+
+#: Past MANY_REGIONS regions, the report lists this many best and worst regions.
+SHOWN_REGIONS = 5
+
+
+def _region_block(result: Result) -> str:
+    """The final test metrics by region: all rows, or past a few dozen regions the
+    pooled row, the best and worst :data:`SHOWN_REGIONS`, and the full table as CSV."""
+    table = _region_table(result)
+    regions = [r for r in table.index if r != "all"]
+    if len(regions) <= plots.MANY_REGIONS:
+        return f"<h3>Final test metrics by region</h3>{_table(table, 'regions')}"
+    k = SHOWN_REGIONS
+    gap = pd.DataFrame(index=pd.Index([f"… {len(regions) - 2 * k} more"], name="region"))
+    pooled = table.loc[["all"]] if "all" in table.index else table.iloc[:0]
+    compact = pd.concat([pooled, table.loc[regions[:k]], gap, table.loc[regions[-k:]]])
+    compact.index.name = "region"
+    csv = base64.b64encode(table.to_csv().encode("utf-8")).decode("ascii")
+    name = html.escape(f"{_label(result)}-regions.csv")
+    return (
+        f"<h3>Final test metrics by region: best and worst {k} of {len(regions)}</h3>"
+        f"{_table(compact, 'regions')}"
+        f'<p class="meta">Every region: <a download="{name}" '
+        f'href="data:text/csv;base64,{csv}">{name}</a> '
+        "(also in the run folder's history.csv); their distribution is plotted below.</p>"
+    )
 
 
 def _run_section(result: Result) -> str:
@@ -147,7 +177,7 @@ def _run_section(result: Result) -> str:
     return (
         f'<section class="run" id="run-{name}"><h2>{name}</h2>'
         f'<p class="meta">{html.escape(str(result.run_dir))}</p>'
-        f"<h3>Final test metrics by region</h3>{_table(_region_table(result), 'regions')}"
+        f"{_region_block(result)}"
         f'<div class="plots">{"".join(_png(f) for f in figures)}</div></section>'
     )
 

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import (
+
+from fedglobal.engines.processes import descendants
+from tests.engines.engine_helpers import (
     FleetRecorder,
     describe_pids,
     experiment,
@@ -21,8 +23,6 @@ from engine_helpers import (
     write_experiment,
     write_rows,
 )
-
-from fedglobal.engines.processes import descendants
 
 
 @pytest.fixture(autouse=True)

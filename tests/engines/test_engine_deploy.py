@@ -14,7 +14,6 @@ import ssl
 
 import pandas as pd
 import pytest
-from engine_helpers import REGIONS, run_cli, write_experiment
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
 from fedglobal import data
@@ -26,6 +25,7 @@ from fedglobal.engines.tls import make_auth_keys
 from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
 from fedglobal.results import load_run
 from fedglobal.run_folder import new_run_dir
+from tests.engines.engine_helpers import REGIONS, run_cli, write_experiment
 
 pytestmark = pytest.mark.slow
 

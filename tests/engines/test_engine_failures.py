@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import FEDGLOBAL, REGIONS, run_cli, start_fedglobal, write_experiment
 
 from fedglobal import data
 from fedglobal.config import load_config
@@ -32,6 +31,13 @@ from fedglobal.engines.processes import (
     wait_until,
 )
 from fedglobal.run_folder import new_run_dir
+from tests.engines.engine_helpers import (
+    FEDGLOBAL,
+    REGIONS,
+    run_cli,
+    start_fedglobal,
+    write_experiment,
+)
 
 pytestmark = pytest.mark.slow
 

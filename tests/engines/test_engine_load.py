@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import describe_pids, experiment, write_regions
 
 from fedglobal import data
 from fedglobal.config import load_config
@@ -25,6 +24,7 @@ from fedglobal.engines.deployment import LoopbackDeployment
 from fedglobal.engines.processes import owned_by, wait_until
 from fedglobal.results import load_run
 from fedglobal.run_folder import new_run_dir
+from tests.engines.engine_helpers import describe_pids, experiment, write_regions
 
 pytestmark = pytest.mark.slow
 

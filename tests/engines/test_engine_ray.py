@@ -7,9 +7,9 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
-from engine_helpers import REGIONS
 
 import fedglobal
+from tests.engines.engine_helpers import REGIONS
 
 pytestmark = pytest.mark.slow
 

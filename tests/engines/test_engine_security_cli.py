@@ -13,7 +13,6 @@ import signal
 import subprocess
 
 import pytest
-from engine_helpers import FEDGLOBAL, start_fedglobal, write_experiment
 
 from fedglobal import cli
 from fedglobal.config import load_config
@@ -22,6 +21,7 @@ from fedglobal.engines.deployment import export_region_files
 from fedglobal.engines.processes import DIE_WITH_PARENT, free_port, wait_until
 from fedglobal.engines.tls import make_certificates
 from fedglobal.errors import EngineError
+from tests.engines.engine_helpers import FEDGLOBAL, start_fedglobal, write_experiment
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_helpers import write_regions
 
 import fedglobal
+from tests.engines.engine_helpers import write_regions
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-from engine_helpers import FEDGLOBAL, run_cli
 
 from fedglobal.engines.processes import (
     OWNER_ENV,
@@ -24,6 +23,7 @@ from fedglobal.engines.processes import (
 )
 from fedglobal.engines.tls import find_tls_files, make_auth_keys, make_certificates
 from fedglobal.errors import EngineError
+from tests.engines.engine_helpers import FEDGLOBAL, run_cli
 
 # A process that starts a child in a new session (as Flower's SuperLink starts its
 # SuperExec) and a grandchild that ignores SIGTERM, then waits.
