@@ -19,7 +19,7 @@ from clients import attacks, compress
 from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.regional import EvaluateResult, FitResult, RegionalClient
-from fedglobal import data, metrics
+from fedglobal import data, metrics, placement
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
 from fedglobal.weights import from_record, to_record
@@ -214,7 +214,7 @@ def train_reply(
         {
             "arrays": arrays,
             "metrics": MetricRecord({"num-examples": result.num_examples, **result.metrics}),
-            "meta": _meta(client.region, config),
+            "meta": ConfigRecord({**_meta(client.region, config), **placement.here()}),
         }
     )
     if codec is not None:  # strategies.compression.DecodingGrid rebuilds the weights

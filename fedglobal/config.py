@@ -36,6 +36,7 @@ __all__ = [
     "StrategyConfig",
     "load_config",
     "parse_override",
+    "ray_address_problem",
 ]
 
 
@@ -168,6 +169,11 @@ class EngineConfig:
         120.0,
         min_exclusive=0.0,
         doc="seconds to wait for the SuperLink to start and every region's client to connect",
+    )
+    ray_address: str | None = _f(
+        None,
+        doc="ray, cluster: HOST:PORT of a running Ray cluster's head to attach to; "
+        "default $RAY_ADDRESS, else a private local Ray that fedglobal starts and stops",
     )
     clientapp: Literal["persistent", "per-message"] = _f(
         "persistent",
@@ -623,12 +629,29 @@ def _check_range(key: str, value: float, meta: Mapping[str, Any]) -> None:
         raise ConfigError(f"{key} = {value!r} must be < {meta['max_exclusive']}")
 
 
+def ray_address_problem(address: str) -> str | None:
+    """What is wrong with a Ray cluster address (None: it is ``HOST:PORT``)."""
+    if "://" in address:
+        return (
+            "give the head node's HOST:PORT (as `ray start --head` prints it), not a URL; "
+            "Ray Client (ray://) is not supported"
+        )
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be HOST:PORT of the Ray head node, e.g. '10.0.0.5:6379'"
+    return None
+
+
 def _check_combinations(cfg: ExperimentConfig) -> None:
     if cfg.client.callbacks and cfg.client.cohort is True:
         raise ConfigError(
             "client.callbacks run inside Keras fit, which cohort training (client.cohort = "
             "true) replaces: set cohort = false, or 'auto' (regions then train one by one)"
         )
+    if cfg.engine.ray_address is not None:
+        problem = ray_address_problem(cfg.engine.ray_address)
+        if problem:
+            raise ConfigError(f"engine.ray_address = {cfg.engine.ray_address!r}: {problem}")
     data = cfg.data
     if data.partition == "column" and not data.source.startswith("synthetic:") and not data.region:
         raise ConfigError(

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 #: What a client may put in a ConfigRecord: its region, the round, and the names
 #: of columns, categories and labels (statistics query); never values of rows.
-CLIENT_CONFIG_KEYS = {"region", "round", "features", "labels"}
+CLIENT_CONFIG_KEYS = {"region", "round", "features", "labels", "host", "pid", "ray-node", "ray-ip"}
 
 
 def _scalar(value: object) -> bool:
