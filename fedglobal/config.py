@@ -55,14 +55,15 @@ class ExperimentSection:
     name: str = _f("experiment", doc="run name; the run folder is runs/<name>-<timestamp>")
     seed: int = _f(42, min=0, doc="every random choice derives from (seed, round, region)")
     rounds: int = _f(20, min=1, max=100_000)
-    engine: Literal["inprocess", "ray", "deployment"] = _f("inprocess")
+    engine: Literal["inprocess", "cluster", "ray", "deployment"] = _f("inprocess")
     output_dir: str = _f("runs", doc="where run folders are written")
     round_timeout: float = _f(600.0, min_exclusive=0.0, doc="seconds to wait for replies")
     workers: int = _f(
         0,
         min=0,
         doc="in-process engine: processes that train, this one and workers - 1 others "
-        "(one per core); 0 or 1 = this process only",
+        "(one per core); 0 or 1 = this process only. cluster engine: Ray actors "
+        "(0 = one per engine.client_cpus CPUs of the cluster)",
     )
 
 
@@ -161,10 +162,12 @@ class StrategyConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """``[engine]``: options of the Ray and deployment engines (ignored in-process)."""
+    """``[engine]``: options of the cluster, Ray and deployment engines (ignored in-process)."""
 
-    client_cpus: int = _f(1, min=1, doc="ray: CPUs reserved per ClientApp actor (whole CPUs)")
-    client_gpus: float = _f(0.0, min=0.0, doc="ray: GPUs reserved per ClientApp actor")
+    client_cpus: int = _f(
+        1, min=1, doc="ray, cluster: CPUs reserved per ClientApp actor (whole CPUs)"
+    )
+    client_gpus: float = _f(0.0, min=0.0, doc="ray, cluster: GPUs reserved per ClientApp actor")
     connect_timeout: float = _f(
         120.0,
         min_exclusive=0.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 from engine_helpers import REGIONS
 
@@ -81,3 +82,48 @@ def test_a_malformed_ray_address_variable_is_named(tiny, monkeypatch):
     raw = copy.deepcopy(tiny["raw"])
     raw["engine"]["ray_address"] = "10.0.0.5:6379"  # the experiment's own wins
     assert ray_address(load_config(raw)) == "10.0.0.5:6379"
+
+
+# -- the cluster engine: fedglobal's own Grid, its workers Ray actors ----------------------
+
+
+def test_cluster_engine_on_a_local_ray_gives_the_inprocess_history(tiny, tmp_path):
+    import ray
+
+    raw = copy.deepcopy(tiny["raw"])
+    raw["experiment"].update(rounds=2, output_dir=str(tmp_path))
+    inprocess = fedglobal.simulate(raw, engine="inprocess", quiet=True)
+    cluster = fedglobal.simulate(raw, engine="cluster", quiet=True)
+    assert not ray.is_initialized()  # the local Ray it started is stopped
+    assert cluster.summary["engine"] == "cluster"
+    a = inprocess.history.sort_values(["round", "region", "split", "metric"])
+    b = cluster.history.sort_values(["round", "region", "split", "metric"])
+    pd.testing.assert_frame_equal(
+        a.reset_index(drop=True), b.reset_index(drop=True), check_exact=False, rtol=1e-6
+    )
+    placement = cluster.summary["placement"]
+    assert set(placement) == set(REGIONS)
+    assert all(p["node"].startswith("ray ") for p in placement.values())
+    assert len({p["pid"] for p in placement.values()}) >= 1
+
+
+def test_cluster_engine_trains_on_both_nodes_of_the_cluster(tiny, tmp_path, two_node_cluster):
+    import ray
+
+    raw = copy.deepcopy(tiny["raw"])
+    raw["experiment"].update(rounds=1, output_dir=str(tmp_path))
+    raw["engine"]["ray_address"] = two_node_cluster.address
+    nodes = _alive_nodes(two_node_cluster)
+    result = fedglobal.simulate(raw, engine="cluster", quiet=True)
+    assert not ray.is_initialized()  # this process disconnected
+    placement = result.summary["placement"]
+    assert set(placement) == set(REGIONS)
+    assert {p["ray_node_id"] for p in placement.values()} == nodes, placement
+    assert _alive_nodes(two_node_cluster) == nodes  # the cluster is left running
+
+
+def test_the_ray_switch_the_loopback_driver_sets_still_exists():
+    from ray._private import ray_constants
+
+    assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
+    assert ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
