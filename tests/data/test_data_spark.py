@@ -229,3 +229,10 @@ def test_simulation_on_the_spark_dataset_equals_the_one_file_run(tmp_path):
     pd.testing.assert_frame_equal(
         histories[0].reset_index(drop=True), histories[1].reset_index(drop=True)
     )
+
+
+def test_disk_storage_of_a_dataset_folder_is_a_clear_error(make_cfg):
+    cfg = _cfg(make_cfg, f"parquet:{DATASET}", storage="disk")
+    regions._cache.clear()
+    with pytest.raises(DataError, match="data.storage = 'disk' converts one Parquet file"):
+        regions.list_regions(cfg)
