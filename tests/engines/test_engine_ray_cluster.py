@@ -127,3 +127,15 @@ def test_the_ray_switch_the_loopback_driver_sets_still_exists():
 
     assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
     assert ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def test_cluster_engine_names_a_hung_actor_and_stops_its_ray(tiny, tmp_path):
+    import ray
+
+    from fedglobal.errors import RunError
+
+    raw = copy.deepcopy(tiny["raw"])
+    raw["experiment"].update(rounds=1, output_dir=str(tmp_path), round_timeout=0.01)
+    with pytest.raises(RunError, match=r"region \w+: Ray actor \d no reply within 0.01s"):
+        fedglobal.simulate(raw, engine="cluster", quiet=True)
+    assert not ray.is_initialized()  # the local Ray is stopped on the error path too
