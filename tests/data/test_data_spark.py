@@ -236,3 +236,30 @@ def test_disk_storage_of_a_dataset_folder_is_a_clear_error(make_cfg):
     regions._cache.clear()
     with pytest.raises(DataError, match="data.storage = 'disk' converts one Parquet file"):
         regions.list_regions(cfg)
+
+
+def test_escaped_partition_values_and_missing_keys(tmp_path):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    rows = pd.DataFrame(
+        {
+            "region": ["Western Europe", "A/B", "A/B", "Western Europe", None],
+            "x": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "y": [0.1, 0.2, 0.3, 0.4, 0.5],
+        }
+    )
+    root = tmp_path / "escaped"
+    ds.write_dataset(
+        pa.Table.from_pandas(rows),
+        root,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([("region", pa.string())]), flavor="hive"),
+    )
+    folders = sorted(p.name for p in root.iterdir())
+    assert "region=A%2FB" in folders and "region=__HIVE_DEFAULT_PARTITION__" in folders
+    assert dataset.partition_keys(root) == ["region"]
+    own = dataset.read_region(root, "region", "A/B")
+    assert own["x"].tolist() == [2.0, 3.0] and set(own["region"]) == {"A/B"}
+    whole = dataset.read_dataset(root)
+    assert whole["region"].isna().sum() == 1 and len(whole) == 5
