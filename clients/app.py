@@ -19,7 +19,7 @@ from clients import attacks, compress, paths
 from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.regional import EvaluateResult, FitResult, RegionalClient
-from fedglobal import data, metrics
+from fedglobal import data, metrics, placement
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
 from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
@@ -217,7 +217,7 @@ def train_reply(
         if local:
             weights = {**result.weights, **{n: sent[n].numpy() for n in local}}
     arrays, codec = compress.reply_arrays(message, context, weights, client.config)
-    meta = _meta(client.region, config)
+    meta = ConfigRecord({**_meta(client.region, config), **placement.here()})
     meta[TRAINED_BY_KEY] = trained_by
     if why:  # no empty string: Flower's count_bytes() refuses one
         meta[WHY_KEY] = why

@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     sim = experiment_command("simulate", "run a simulated federation")
-    sim.add_argument("--engine", choices=["inprocess", "ray", "deployment"], default=None)
+    sim.add_argument(
+        "--engine", choices=["inprocess", "cluster", "ray", "deployment"], default=None
+    )
     sim.add_argument("--output-dir", default=None, help="where the run folder goes")
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
     sim.add_argument(

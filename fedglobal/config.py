@@ -37,6 +37,7 @@ __all__ = [
     "StrategyConfig",
     "load_config",
     "parse_override",
+    "ray_address_problem",
 ]
 
 
@@ -55,14 +56,15 @@ class ExperimentSection:
     name: str = _f("experiment", doc="run name; the run folder is runs/<name>-<timestamp>")
     seed: int = _f(42, min=0, doc="every random choice derives from (seed, round, region)")
     rounds: int = _f(20, min=1, max=100_000)
-    engine: Literal["inprocess", "ray", "deployment"] = _f("inprocess")
+    engine: Literal["inprocess", "cluster", "ray", "deployment"] = _f("inprocess")
     output_dir: str = _f("runs", doc="where run folders are written")
     round_timeout: float = _f(600.0, min_exclusive=0.0, doc="seconds to wait for replies")
     workers: int = _f(
         0,
         min=0,
         doc="in-process engine: processes that train, this one and workers - 1 others "
-        "(one per core); 0 or 1 = this process only",
+        "(one per core); 0 or 1 = this process only. cluster engine: Ray actors "
+        "(0 = one per engine.client_cpus CPUs of the cluster)",
     )
 
 
@@ -161,14 +163,21 @@ class StrategyConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """``[engine]``: options of the Ray and deployment engines (ignored in-process)."""
+    """``[engine]``: options of the cluster, Ray and deployment engines (ignored in-process)."""
 
-    client_cpus: int = _f(1, min=1, doc="ray: CPUs reserved per ClientApp actor (whole CPUs)")
-    client_gpus: float = _f(0.0, min=0.0, doc="ray: GPUs reserved per ClientApp actor")
+    client_cpus: int = _f(
+        1, min=1, doc="ray, cluster: CPUs reserved per ClientApp actor (whole CPUs)"
+    )
+    client_gpus: float = _f(0.0, min=0.0, doc="ray, cluster: GPUs reserved per ClientApp actor")
     connect_timeout: float = _f(
         120.0,
         min_exclusive=0.0,
         doc="seconds to wait for the SuperLink to start and every region's client to connect",
+    )
+    ray_address: str | None = _f(
+        None,
+        doc="ray, cluster: HOST:PORT of a running Ray cluster's head to attach to; "
+        "default $RAY_ADDRESS, else a private local Ray that fedglobal starts and stops",
     )
     clientapp: Literal["persistent", "per-message"] = _f(
         "persistent",
@@ -701,6 +710,19 @@ def _check_range(key: str, value: float, meta: Mapping[str, Any]) -> None:
         raise ConfigError(f"{key} = {value!r} must be < {meta['max_exclusive']}")
 
 
+def ray_address_problem(address: str) -> str | None:
+    """What is wrong with a Ray cluster address (None: it is ``HOST:PORT``)."""
+    if "://" in address:
+        return (
+            "give the head node's HOST:PORT (as `ray start --head` prints it), not a URL; "
+            "Ray Client (ray://) is not supported"
+        )
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be HOST:PORT of the Ray head node, e.g. '10.0.0.5:6379'"
+    return None
+
+
 def _check_combinations(cfg: ExperimentConfig) -> None:
     _check_geo_combinations(cfg)
     if cfg.client.callbacks and cfg.client.cohort is True:
@@ -708,6 +730,10 @@ def _check_combinations(cfg: ExperimentConfig) -> None:
             "client.callbacks run inside Keras fit, which cohort training (client.cohort = "
             "true) replaces: set cohort = false, or 'auto' (regions then train one by one)"
         )
+    if cfg.engine.ray_address is not None:
+        problem = ray_address_problem(cfg.engine.ray_address)
+        if problem:
+            raise ConfigError(f"engine.ray_address = {cfg.engine.ray_address!r}: {problem}")
     data = cfg.data
     if data.partition == "column" and not data.source.startswith("synthetic:") and not data.region:
         raise ConfigError(

@@ -53,6 +53,7 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "privacy": (dict,),
     "clipped_updates": (int,),
     "engine": (str,),
+    "placement": (dict,),
     "round_end_s": (list,),
     "resumed_from": (dict, type(None)),
     "checkpoints": (list,),

@@ -305,6 +305,9 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             "dropped_stragglers": list(getattr(strategy, "dropped", [])),
             **(strategy.report() if hasattr(strategy, "report") else {}),
             "engine": str(run_config.get("engine", cfg.experiment.engine)),
+            "placement": server_grid.placement(
+                str(run_config.get("engine", cfg.experiment.engine))
+            ),
             "round_end_s": round_end_s,
             "resumed_from": None if ckpt is None else {"round": ckpt.round, "file": str(ckpt.path)},
             "checkpoints": checkpointer.written,

@@ -40,6 +40,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from fedglobal import placement
 from fedglobal.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class ServerGrid(Grid):
         self._poll = poll_interval
         self._max_poll = max_poll_interval
         self.regions: dict[int, str] = {}
+        #: region -> (node id, where its latest train reply ran: :mod:`fedglobal.placement`)
+        self.trained_at: dict[str, tuple[int, dict]] = {}
 
     # ---- delegated ---------------------------------------------------------------------
 
@@ -213,7 +216,17 @@ class ServerGrid(Grid):
     def _learn(self, reply: Message) -> None:
         meta = reply.content.get(META_KEY)
         if isinstance(meta, ConfigRecord) and isinstance(meta.get(REGION_KEY), str):
-            self.regions[reply.metadata.src_node_id] = str(meta[REGION_KEY])
+            node, region = reply.metadata.src_node_id, str(meta[REGION_KEY])
+            self.regions[node] = region
+            if reply.metadata.message_type == "train" and placement.PID_KEY in meta:
+                self.trained_at[region] = (node, {k: meta[k] for k in placement.KEYS if k in meta})
+
+    def placement(self, engine: str) -> dict[str, dict]:
+        """``summary.json``'s ``placement``: region -> where it last trained."""
+        return {
+            region: placement.describe(info, engine, node)
+            for region, (node, info) in sorted(self.trained_at.items())
+        }
 
     def _error(self, message: Message, code: int, reason: str) -> Message:
         """An error reply from ``message``'s destination, naming its region."""

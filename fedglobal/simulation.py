@@ -89,6 +89,10 @@ def simulate(
 
         with active_hooks(server_hooks), checkpoint.resuming(ckpt_file):
             run_inprocess(cfg, regions, run_dir, quiet=quiet)
+    elif name == "cluster":
+        from fedglobal.engines.cluster import run_cluster
+
+        run_cluster(cfg, regions, run_dir, quiet=quiet)
     elif name == "ray":
         from fedglobal.engines.ray import run_ray
 

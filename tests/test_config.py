@@ -56,8 +56,8 @@ def test_unknown_key_suggests_the_nearest(quickstart_path):
         ("client.learning_rate=true", "client.learning_rate = True must be a number"),
         ("data.test_fraction=1.5", "data.test_fraction = 1.5 must be < 1.0"),
         (
-            "experiment.engine='cluster'",
-            "experiment.engine = 'cluster' is not allowed; choose one of",
+            "experiment.engine='kubernetes'",
+            "experiment.engine = 'kubernetes' is not allowed; choose one of",
         ),
         ("model.hidden=[64, 'x']", r"model.hidden\[1\] = 'x' must be an integer"),
         ("client.shuffle=1", "client.shuffle = 1 must be true or false"),

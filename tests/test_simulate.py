@@ -34,6 +34,21 @@ def test_quickstart_improves_over_round_zero(quickstart_result):
     assert loss[3] < loss[0]
 
 
+def test_placement_names_the_process_that_trained_each_region(quickstart_result):
+    import os
+    import socket
+
+    summary = quickstart_result.summary
+    placement = summary["placement"]
+    assert sorted(placement) == sorted(summary["regions"])
+    workers = quickstart_result.config.experiment.workers
+    for entry in placement.values():
+        assert entry["node"] == f"process {entry['pid']}"
+        assert entry["host"] == socket.gethostname()
+        if workers <= 1:
+            assert entry["pid"] == os.getpid()  # this process trained every region
+
+
 def test_run_folder_holds_everything(quickstart_result):
     run_dir = quickstart_result.run_dir
     for name in ("config.toml", "history.csv", "summary.json", "model.keras", "checkpoint.npz"):

@@ -38,7 +38,14 @@ import pandas as pd
 
 from fedglobal.config import ExperimentConfig
 from fedglobal.data._util import canonical_labels, log_transform, sort_labels
-from fedglobal.data.regions import _cached, _Prepared, _prepared_source, _split, load_region
+from fedglobal.data.regions import (
+    _cached,
+    _Prepared,
+    _prepared_source,
+    _split,
+    load_region,
+    reads_whole_source,
+)
 from fedglobal.data.schema import RegionArrays, Schema, _encode_split, encode
 from fedglobal.data.stats import LocalStats, local_stats, moments, with_target_moments
 from fedglobal.errors import DataError
@@ -54,7 +61,7 @@ def encode_region(
 ) -> RegionArrays:
     """``encode(load_region(cfg, region, data_path=data_path), schema)``, sliced from a
     once-per-process encoding of the whole source when the region comes from it."""
-    if data_path is None:
+    if data_path is None and reads_whole_source(cfg):
         prepared = _prepared_source(cfg)
         whole = _encoded_source(prepared, schema)
         if whole is not None and region in prepared.groups:
@@ -100,7 +107,7 @@ def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
 def region_stats(cfg: ExperimentConfig, region: str, *, data_path: str | None = None) -> LocalStats:
     """``local_stats(load_region(cfg, region, data_path=data_path), cfg)``, computed from
     the prepared source's columns when the region comes from it (no DataFrames)."""
-    if data_path is None:
+    if data_path is None and reads_whole_source(cfg):
         prepared = _prepared_source(cfg)
         group = prepared.groups.get(region)
         if group is not None and prepared.target not in prepared.features:

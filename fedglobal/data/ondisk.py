@@ -101,6 +101,12 @@ def out_of_core_path(cfg: ExperimentConfig) -> Path | None:
             )
         return None
     path = cfg.resolve_path(spec.location).resolve()
+    if path.is_dir() and storage == "disk":
+        raise DataError(
+            f"data.storage = 'disk' converts one Parquet file, and {str(path)!r} is a folder "
+            "(a partitioned dataset, read per partition already): set data.storage = 'auto' "
+            "or 'memory'"
+        )
     if not path.is_file() or _head(path, 4) != _PARQUET_MAGIC:
         return None  # reading it in memory raises the clear error
     size = path.stat().st_size

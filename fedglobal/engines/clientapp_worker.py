@@ -22,7 +22,7 @@ exception becomes an error reply, as in ``flwr-clientapp``; the process keeps
 serving. It exits when its SuperNode (``--parent-pid``) exits.
 
 This speaks Flower's Runtime API through helpers of ``flwr.supernode.runtime``
-(pinned by ``tests/engines/test_engine_flower_contract.py``).
+(pinned by ``tests/test_flower_contract.py``).
 """
 
 from __future__ import annotations

@@ -165,8 +165,7 @@ def run_inprocess(
     that sets it must guard its top level with
     ``if __name__ == "__main__":`` (workers are started with the *spawn* method).
     """
-    run_id = zlib.crc32(f"{cfg.experiment.name}:{cfg.experiment.seed}".encode()) or 1
-    server_app = load_component(SERVER_APP)
+    run_id = run_id_for(cfg)
     cohort_ref = COHORT if cfg.client.cohort else None
     workers = cfg.experiment.workers
     with contextlib.ExitStack() as stack:
@@ -192,24 +191,44 @@ def run_inprocess(
             pool=pool,
             reply_timeout=cfg.experiment.round_timeout,
         )
-        run_config = {
-            "experiment-toml": cfg.to_toml(),
-            "base-dir": cfg.base_dir,
-            "run-dir": str(run_dir),
-            "quiet": quiet,
-            "engine": "inprocess",
-        }
-        context = Context(
-            run_id=run_id,
-            node_id=SUPERLINK_NODE_ID,
-            node_config={},
-            state=RecordDict(),
-            run_config=run_config,
-        )
-        saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-        TaskIdentity.run_id, TaskIdentity.node_id = run_id, SUPERLINK_NODE_ID
-        TaskIdentity.task_id = 1
-        try:
-            server_app(grid, context)
-        finally:
-            TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+        run_server_app(cfg, grid, run_id=run_id, run_dir=run_dir, quiet=quiet, engine="inprocess")
+
+
+def run_id_for(cfg: ExperimentConfig) -> int:
+    """The run id of an experiment on fedglobal's own Grids (stable in name and seed)."""
+    return zlib.crc32(f"{cfg.experiment.name}:{cfg.experiment.seed}".encode()) or 1
+
+
+def run_server_app(
+    cfg: ExperimentConfig,
+    grid: Grid,
+    *,
+    run_id: int,
+    run_dir: Path,
+    quiet: bool,
+    engine: str,
+) -> None:
+    """Run the ServerApp against ``grid`` in this process, under the ServerApp's task
+    identity (restored afterwards)."""
+    server_app = load_component(SERVER_APP)
+    run_config = {
+        "experiment-toml": cfg.to_toml(),
+        "base-dir": cfg.base_dir,
+        "run-dir": str(run_dir),
+        "quiet": quiet,
+        "engine": engine,
+    }
+    context = Context(
+        run_id=run_id,
+        node_id=SUPERLINK_NODE_ID,
+        node_config={},
+        state=RecordDict(),
+        run_config=run_config,
+    )
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id = run_id, SUPERLINK_NODE_ID
+    TaskIdentity.task_id = 1
+    try:
+        server_app(grid, context)
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved

@@ -43,7 +43,15 @@ from fedglobal.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalNodes", "WorkerPool", "from_bytes", "set_threads", "to_bytes"]
+__all__ = [
+    "LocalNodes",
+    "WorkerPool",
+    "apply_env",
+    "balanced_shares",
+    "from_bytes",
+    "set_threads",
+    "to_bytes",
+]
 
 
 def to_bytes(message: Message) -> bytes:
@@ -203,7 +211,7 @@ def _worker_main(
             exit_now(0)
         env = request.get("env")
         if env is not None:
-            _apply_env(env)
+            apply_env(env)
         try:
             messages = [from_bytes(b) for b in request["messages"]]
             replies = nodes.deliver(messages, request["regions"])
@@ -217,7 +225,7 @@ def _error_reply(message: Message, reason: str) -> Message:
     return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason=reason), reply_to=message)
 
 
-def _apply_env(env: Mapping[str, str | None]) -> None:
+def apply_env(env: Mapping[str, str | None]) -> None:
     for key, value in env.items():
         if value is None:
             os.environ.pop(key, None)
@@ -231,6 +239,36 @@ STARTED: list[int] = []
 #: Environment variables mirrored into the workers before each batch, so that a
 #: process-wide plan set after the pool started (clients.attacks) reaches them.
 MIRRORED_ENV = ("FEDGLOBAL_ATTACK", "FEDGLOBAL_FAULTS")
+
+
+def balanced_shares(
+    items: Sequence[tuple[int, str, Message]],
+    workers: int,
+    home: Mapping[int, int],
+    costs: Mapping[str, float],
+) -> dict[int, list[int]]:
+    """``{worker slot: positions in items}``. Regions whose node has a ``home`` slot
+    (its Context holds state) go there; the others, largest first (``costs``, else 1
+    each), to the least loaded slot, which balances the work (LPT). Ties go to the
+    highest slot: slot 0 (``in_process``) is the server's own process, busy between
+    deliveries too, so it gets the lighter share."""
+    load = [0.0] * workers
+    slot_of: list[int | None] = []
+    for _, region, message in items:
+        slot = home.get(message.metadata.dst_node_id)
+        slot_of.append(slot)
+        if slot is not None:
+            load[slot] += costs.get(region, 1.0)
+    free = [i for i, slot in enumerate(slot_of) if slot is None]
+    free.sort(key=lambda i: -costs.get(items[i][1], 1.0))  # stable: ties in order
+    for i in free:
+        slot = min(range(workers), key=lambda k: (load[k], -k))
+        load[slot] += costs.get(items[i][1], 1.0)
+        slot_of[i] = slot
+    shares: dict[int, list[int]] = {}
+    for i, slot in enumerate(slot_of):
+        shares.setdefault(slot, []).append(i)
+    return shares
 
 
 class WorkerPool:
@@ -438,28 +476,9 @@ class WorkerPool:
         return [m for m in out if m is not None]
 
     def shares(self, items: Sequence[tuple[int, str, Message]]) -> dict[int, list[int]]:
-        """``{worker slot: positions in items}``. Regions with state go to the worker
-        holding it; the others, largest first (:attr:`costs`, else 1 each), to the
-        least loaded slot, which balances the work (LPT). Ties go to the highest
-        slot: slot 0 (``in_process``) is the server's own process, busy between
-        deliveries too, so it gets the lighter share."""
-        load = [0.0] * self.workers
-        slot_of: list[int | None] = []
-        for _, region, message in items:
-            home = self._home.get(message.metadata.dst_node_id)
-            slot_of.append(home)
-            if home is not None:
-                load[home] += self.costs.get(region, 1.0)
-        free = [i for i, home in enumerate(slot_of) if home is None]
-        free.sort(key=lambda i: -self.costs.get(items[i][1], 1.0))  # stable: ties in order
-        for i in free:
-            slot = min(range(self.workers), key=lambda k: (load[k], -k))
-            load[slot] += self.costs.get(items[i][1], 1.0)
-            slot_of[i] = slot
-        shares: dict[int, list[int]] = {}
-        for i, slot in enumerate(slot_of):
-            shares.setdefault(slot, []).append(i)
-        return shares
+        """``{worker slot: positions in items}``: :func:`balanced_shares` over this pool's
+        slots, with regions holding state sent back to their worker."""
+        return balanced_shares(items, self.workers, self._home, self.costs)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop every worker: ask, wait, then terminate and kill by pid."""

@@ -15,20 +15,59 @@ One run:
 5. every process (SuperLink, SuperExec, ``flwr-simulation``, Ray) is stopped
    by pid, also on error and on Ctrl-C, and the temporary folder (with Ray's
    session folders, ``RAY_TMPDIR``) is removed.
+
+With ``[engine] ray_address`` (else ``$RAY_ADDRESS``), ``flwr-simulation``
+attaches to that running Ray cluster instead of starting a private Ray: its
+actors are placed on the cluster's nodes, and the cluster is left running (it
+is not fedglobal's to stop). ``summary.json``'s ``placement`` names the Ray node
+that trained each region.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from fedglobal.config import ExperimentConfig
+from fedglobal.config import ExperimentConfig, ray_address_problem
 from fedglobal.engines.flower import FlowerHome, run_config_for, start_superlink, submit_run
 from fedglobal.engines.processes import Supervisor
 from fedglobal.errors import EngineError
+
+#: Ray's own variable naming the cluster a driver attaches to.
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def driver_env(address: str) -> dict[str, str]:
+    """Environment of a Ray driver attaching to the cluster at ``address``.
+
+    A driver rewrites a loopback address into this machine's outward IP before
+    connecting (``ray._private.services.resolve_ip_for_localhost``), so a cluster
+    whose nodes listen on 127.0.0.1 only (one machine, tests) cannot be reached.
+    For a loopback address, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps Ray's
+    node address the loopback one (Ray's switch for single-machine clusters)."""
+    env = {RAY_ADDRESS_ENV: address}
+    if address.rpartition(":")[0] in _LOOPBACK:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return env
+
+
+def ray_address(cfg: ExperimentConfig) -> str | None:
+    """The Ray cluster to attach to: ``[engine] ray_address``, else ``$RAY_ADDRESS``,
+    else None (a private local Ray). A malformed ``$RAY_ADDRESS`` is an EngineError."""
+    if cfg.engine.ray_address:
+        return cfg.engine.ray_address.strip()
+    env = os.environ.get(RAY_ADDRESS_ENV, "").strip()
+    if not env:
+        return None
+    problem = ray_address_problem(env)
+    if problem:
+        raise EngineError(f"${RAY_ADDRESS_ENV} = {env!r}: {problem}")
+    return env
 
 
 def run_timeout(cfg: ExperimentConfig) -> float:
@@ -46,15 +85,24 @@ def run_ray(
     out: TextIO | None = None,
 ) -> None:
     """Run ``cfg`` on Flower's Simulation Engine (Ray); the ServerApp writes ``run_dir``."""
+    address = ray_address(cfg)
     with tempfile.TemporaryDirectory(prefix="fedglobal-ray-") as tmp:
         home = FlowerHome(Path(tmp) / "flwr-home")
+        if address:  # flwr-simulation's ray.init() attaches to the cluster
+            env = driver_env(address)
+            if not quiet:
+                print(
+                    f"ray engine: attaching to the Ray cluster at {address}", file=out or sys.stderr
+                )
+        else:  # a private Ray: its session folders go with the rest
+            env = {"RAY_TMPDIR": tmp}
         with Supervisor(log_dir=Path(tmp) / "logs") as sup:
             link = start_superlink(
                 sup,
                 home,
                 simulation=True,
                 timeout=cfg.engine.connect_timeout,
-                env={"RAY_TMPDIR": tmp},  # Ray's session folders go with the rest
+                env=env,
             )
             run_config = run_config_for(
                 cfg.to_toml(),

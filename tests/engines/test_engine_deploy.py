@@ -31,8 +31,20 @@ pytestmark = pytest.mark.slow
 
 #: What a client may put in a ConfigRecord: its region, the round, and the names
 #: of columns, categories and labels (statistics query); never values of rows.
-# which path trained (cohort or Keras fit) and why: fedglobal.protocol
-CLIENT_CONFIG_KEYS = {"region", "round", "features", "labels", TRAINED_BY_KEY, WHY_KEY}
+# + where the region trained (fedglobal.placement) and which path trained it, and why
+# (fedglobal.protocol)
+CLIENT_CONFIG_KEYS = {
+    "region",
+    "round",
+    "features",
+    "labels",
+    "host",
+    "pid",
+    "ray-node",
+    "ray-ip",
+    TRAINED_BY_KEY,
+    WHY_KEY,
+}
 
 
 def _scalar(value: object) -> bool:
@@ -88,6 +100,11 @@ def test_each_supernode_carries_its_region_and_reads_only_its_own_file(deploymen
     # the shared source was deleted before the SuperNodes started: they read their own files
     result = deployment_run["result"]
     assert result.summary["engine"] == "deployment"
+    placement = result.summary["placement"]  # each region trained on its own SuperNode
+    assert set(placement) == set(REGIONS)
+    assert all(p["node"].startswith("supernode ") for p in placement.values())
+    assert len({p["node"] for p in placement.values()}) == len(REGIONS)
+    assert len({p["pid"] for p in placement.values()}) == len(REGIONS)
     assert set(result.history.region) - {"all"} == set(REGIONS)
     assert list(result.metric("r2").index) == [0, 1, 2]
 

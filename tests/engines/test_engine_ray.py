@@ -22,6 +22,10 @@ def test_ray_engine_runs_the_documented_command_for_two_rounds(ray_run):
     for name in ("config.toml", "history.csv", "summary.json", "model.keras", "checkpoint.npz"):
         assert (result.run_dir / name).is_file(), name
     assert "round 2/2" in ray_run["proc"].stderr  # progress streamed from the ServerApp
+    placement = result.summary["placement"]  # a private Ray: one node trained every region
+    assert set(placement) == set(REGIONS)
+    assert len({p["ray_node_id"] for p in placement.values()}) == 1
+    assert all(p["node"].startswith("ray ") for p in placement.values())
     assert "run folder:" in ray_run["proc"].stdout
 
 

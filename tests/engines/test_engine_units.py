@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import socket
@@ -172,30 +171,3 @@ def test_cli_makes_certificates_and_keys(tmp_path):
         "europe.pub",
     ]
     assert os.path.exists(FEDGLOBAL)
-
-
-@pytest.mark.parametrize(
-    ("module", "names"),
-    [
-        ("flwr.supernode.runtime.run_clientapp", ["push_message", "push_task_output"]),
-        ("flwr.supercore.inflatable.inflatable_utils", ["pull_and_inflate_object_from_tree"]),
-        ("flwr.proto.runtime_pb2", ["AcquireTaskRequest", "SendTaskHeartbeatRequest"]),
-        ("flwr.supercore.runtime", ["RuntimeHttpClient"]),
-        ("flwr.supercore.constant", ["TaskType"]),
-        ("flwr.common.config", ["get_fab_config"]),
-    ],
-)
-def test_flower_internals_the_persistent_clientapp_uses(module, names):
-    """The persistent ClientApp speaks Flower 1.41's Runtime API through these internals."""
-    mod = importlib.import_module(module)
-    for name in names:
-        assert hasattr(mod, name), f"{module}.{name} moved: re-check clientapp_worker.py"
-
-
-def test_flower_supernode_still_has_the_documented_isolation_modes():
-    from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
-
-    args = _parse_args_run_supernode().parse_args(
-        ["--isolation", "process", "--node-config", "region='x'"]
-    )
-    assert args.isolation == "process"
