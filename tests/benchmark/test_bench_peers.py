@@ -181,4 +181,3 @@ def test_measure_sums_the_tree_and_stops_what_outlives_it(peers, tmp_path):
             timeout=60,
             log=tmp_path / "err2",
         )
-
