@@ -513,7 +513,12 @@ def run_fedglobal(job: Job, toml: Path, folder: Path, cache: Path | None) -> Mea
     extra = {"run_dir": str(run_dir), "trained": trained_regions(run_dir)}
     summary = run_dir / "summary.json"
     if summary.is_file():
-        extra["paths"] = json.loads(summary.read_text()).get("training_path")
+        # which training path ran (cohort or one by one), as summary.json records it
+        extra["summary"] = {
+            k: v
+            for k, v in json.loads(summary.read_text()).items()
+            if "cohort" in k or "path" in k or "fallback" in k
+        }
     return Measurement(wall, rss, fedglobal_accuracy(run_dir), extra=extra)
 
 
@@ -650,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     import numpy as np
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the export imports TensorFlow
     started = time.perf_counter()
     _progress(f"jobs: {', '.join(f'{j.workload}/{j.label}' for j in jobs)}; load {_load()}")
     python = ensure_pfl_venv() if any(j.system == "pfl" for j in jobs) else None
@@ -674,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
             for job in jobs:
                 toml, npz = files[job.workload]
                 load = _load()
+                _progress(f"run {rep}/{args.repeats} {job.workload} {job.label} ...")
                 if job.system == "fedglobal":
                     m = run_fedglobal(job, toml, folder, cache)
                     want = {r + 1: sorted(exported[job.workload]["regions"][i] for i in c)
