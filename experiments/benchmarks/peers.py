@@ -563,7 +563,6 @@ def flower_driver(npz: Path) -> dict[str, Any]:
             "data-path": str(npz),
             "result-path": str(result_path),
             "num-server-rounds": int(meta["rounds"]),
-            "per-round": int(meta["per_round"]),
             "local-epochs": int(meta["epochs"]),
             "batch-size": int(meta["batch_size"]),
             "learning-rate": float(meta["learning_rate"]),
