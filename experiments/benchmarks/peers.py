@@ -43,6 +43,7 @@ script is ``peers_pfl.py``; Flower's app is ``peers_flower_app.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -363,69 +365,71 @@ def export(toml: Path, out: Path) -> dict[str, Any]:
 # -- measuring a process tree -------------------------------------------------------------
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process (from /proc)."""
+#: a process: (pid, start time in clock ticks since boot); a pid alone may be reused
+Proc = tuple[int, int]
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of ``pid`` from /proc, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _processes() -> dict[Proc, int]:
+    """Every process on the machine -> its parent pid."""
     out = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
-        out[int(entry)] = int(text.rsplit(")", 1)[1].split()[1])
+        if entry.isdigit() and (stat := _stat(int(entry))) is not None:
+            out[(int(entry), stat[2])] = stat[0]
     return out
 
 
-def descendants(root: int, parents: dict[int, int]) -> set[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(), [root]
+def descendants(root: int, processes: dict[Proc, int]) -> set[Proc]:
+    """The process ``root`` and every process below it."""
+    children: dict[int, list[Proc]] = {}
+    for proc, ppid in processes.items():
+        children.setdefault(ppid, []).append(proc)
+    found: set[Proc] = {p for p in processes if p[0] == root}
+    todo = list(found)
     while todo:
-        pid = todo.pop()
-        if pid in found:
-            continue
-        found.add(pid)
-        todo.extend(children.get(pid, []))
+        for child in children.get(todo.pop()[0], []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found
 
 
-def _rss_bytes(pid: int) -> int:
+def _rss_bytes(proc: Proc) -> int:
     try:
-        with open(f"/proc/{pid}/statm", encoding="utf-8") as f:
+        with open(f"/proc/{proc[0]}/statm", encoding="utf-8") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, IndexError, ValueError):
         return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+def _alive(proc: Proc) -> bool:
+    """Still running (not a zombie), and still the same process (same start time)."""
+    stat = _stat(proc[0])
+    return stat is not None and stat[1] != "Z" and stat[2] == proc[1]
 
 
-def _stop(pids: Iterable[int], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, to each pid still alive."""
-    pids = [p for p in pids if _alive(p)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+def _stop(procs: Iterable[Proc], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, to each process still alive."""
+    procs = [p for p in procs if _alive(p)]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc[0], signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(_alive(p) for p in procs):
         time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for proc in procs:
+        if _alive(proc):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc[0], signal.SIGKILL)
 
 
 def measure(
@@ -437,7 +441,7 @@ def measure(
     parent) and, if still running when the command exits or times out, stopped
     by pid. Raises RuntimeError on a non-zero exit, with the tail of its stderr.
     """
-    seen: set[int] = set()
+    seen: set[Proc] = set()
     peak = 0
     with open(log, "w", encoding="utf-8") as err:
         started = time.perf_counter()
@@ -445,8 +449,6 @@ def measure(
             list(argv), stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=ROOT
         )
         out_chunks: list[str] = []
-        import threading
-
         reader = threading.Thread(
             target=lambda: out_chunks.append(proc.stdout.read() if proc.stdout else ""),
             daemon=True,
@@ -454,15 +456,16 @@ def measure(
         reader.start()
         try:
             while proc.poll() is None:
-                tree = descendants(proc.pid, _parents())
-                seen |= tree
+                seen |= descendants(proc.pid, _processes())
                 peak = max(peak, sum(_rss_bytes(p) for p in seen if _alive(p)))
                 if time.perf_counter() - started > timeout:
                     raise TimeoutError(f"`{' '.join(argv[:3])} ...` ran past {timeout:g} s")
                 time.sleep(SAMPLE_S)
             wall = time.perf_counter() - started
         finally:
-            _stop([proc.pid, *(seen - {proc.pid})])
+            _stop(p for p in seen if p[0] != proc.pid)  # what outlived it, by pid
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
             reader.join(timeout=10)
     if proc.returncode != 0:

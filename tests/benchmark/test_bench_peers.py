@@ -154,6 +154,13 @@ def test_json_tail_finds_the_result_after_other_output(peers):
         peers.json_tail("nothing here\n{broken}")
 
 
+def test_descendants_follow_parent_links_only(peers):
+    """(pid, start time) -> parent pid; an unrelated process is not in the tree."""
+    processes = {(10, 5): 1, (11, 6): 10, (12, 7): 11, (13, 8): 1, (14, 9): 13}
+    assert peers.descendants(10, processes) == {(10, 5), (11, 6), (12, 7)}
+    assert peers.descendants(99, processes) == set()
+
+
 def test_measure_sums_the_tree_and_stops_what_outlives_it(peers, tmp_path):
     """Peak RSS counts a child's memory; a grandchild left running is stopped by pid."""
     script = (
@@ -171,9 +178,9 @@ def test_measure_sums_the_tree_and_stops_what_outlives_it(peers, tmp_path):
     assert wall >= 1.5
     assert rss > 120  # MB: the child's bytearray
     deadline = time.monotonic() + 5
-    while peers._alive(left) and time.monotonic() < deadline:
+    while (stat := peers._stat(left)) is not None and stat[1] != "Z":
+        assert time.monotonic() < deadline, f"pid {left} still running"
         time.sleep(0.1)
-    assert not peers._alive(left)
     with pytest.raises(RuntimeError, match="exited 3"):
         peers.measure(
             [sys.executable, "-c", "raise SystemExit(3)"],
