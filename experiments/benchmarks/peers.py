@@ -273,6 +273,12 @@ def trained_regions(run_dir: Path) -> dict[int, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
+def expected_trained(meta: dict[str, Any]) -> dict[int, list[str]]:
+    """Round -> the sorted region names an exported workload's cohorts train."""
+    regions = meta["regions"]
+    return {r + 1: sorted(regions[i] for i in c) for r, c in enumerate(meta["cohorts"])}
+
+
 # -- the export: one workload's data from fedglobal's data layer -------------------------
 
 
@@ -353,6 +359,7 @@ def export(toml: Path, out: Path) -> dict[str, Any]:
         "batch_size": cfg.client.batch_size,
         "rounds": cfg.experiment.rounds,
         "per_round": len(chosen[0]) if chosen else 0,
+        "cohorts": chosen,
         "seed": cfg.experiment.seed,
         "train_rows": int(sum(len(arrays[f"y_train_{i}"]) for i in range(len(regions)))),
         "test_rows": int(sum(len(arrays[f"y_test_{i}"]) for i in range(len(regions)))),
@@ -507,7 +514,7 @@ def _env(**extra: str) -> dict[str, str]:
 def run_fedglobal(job: Job, toml: Path, folder: Path, cache: Path | None) -> Measurement:
     out_dir = Path(tempfile.mkdtemp(prefix="fg-", dir=folder))
     with tempfile.TemporaryDirectory(prefix="xla-", dir=folder) as cold:
-        argv = [_fedglobal_cli(), "simulate", str(toml), "--output-dir", str(out_dir), "--quiet"]
+        argv = [_fedglobal_cli(), "simulate", str(toml), "--output-dir", str(out_dir)]
         for s in job.sets:
             argv += ["--set", s]
         env = _env(FEDGLOBAL_COMPILE_CACHE=str(cache or cold))
@@ -655,14 +662,13 @@ def main(argv: list[str] | None = None) -> int:
         jobs = plan([s.strip() for s in args.only.split(",") if s.strip()], args.sets)
     except ValueError as exc:
         parser.error(str(exc))
-    import numpy as np
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the export imports TensorFlow
     started = time.perf_counter()
     _progress(f"jobs: {', '.join(f'{j.workload}/{j.label}' for j in jobs)}; load {_load()}")
     python = ensure_pfl_venv() if any(j.system == "pfl" for j in jobs) else None
     runs: dict[Job, list[Measurement]] = {j: [] for j in jobs}
     exported: dict[str, Any] = {}
+    failures: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="fedglobal-peers-") as tmp:
         folder = Path(tmp)
         files = {}
@@ -683,18 +689,19 @@ def main(argv: list[str] | None = None) -> int:
                 toml, npz = files[job.workload]
                 load = _load()
                 _progress(f"run {rep}/{args.repeats} {job.workload} {job.label} ...")
-                if job.system == "fedglobal":
-                    m = run_fedglobal(job, toml, folder, cache)
-                    want = {r + 1: sorted(exported[job.workload]["regions"][i] for i in c)
-                            for r, c in enumerate(np.load(npz)["cohorts"].tolist())}  # fmt: skip
-                    m.extra["cohorts_match"] = all(
-                        m.extra["trained"].get(k) == v for k, v in want.items()
-                    )
-                    m.extra.pop("trained")
-                elif job.system == "pfl":
-                    m = run_pfl(python, npz, folder)
-                else:
-                    m = run_flower(npz, folder)
+                try:
+                    if job.system == "fedglobal":
+                        m = run_fedglobal(job, toml, folder, cache)
+                        want = expected_trained(exported[job.workload])
+                        m.extra["cohorts_match"] = m.extra.pop("trained") == want
+                    elif job.system == "pfl":
+                        m = run_pfl(python, npz, folder)
+                    else:
+                        m = run_flower(npz, folder)
+                except (RuntimeError, TimeoutError, ValueError, OSError) as exc:
+                    failures.append({"job": f"{job.workload}/{job.label}", "error": str(exc)})
+                    _progress(f"run {rep} {job.workload} {job.label} FAILED: {str(exc)[-2000:]}")
+                    continue
                 m.load = load
                 runs[job].append(m)
                 acc = "-" if m.accuracy is None else f"{m.accuracy:.4f}"
@@ -715,13 +722,14 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
             "runs": {f"{j.workload}/{j.label}": [asdict(m) for m in ms] for j, ms in runs.items()},
             "workloads": exported,
+            "failures": failures,
             "repeats": args.repeats,
             "compile_cache": args.compile_cache,
             "cpus": os.cpu_count(),
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -97,7 +97,9 @@ def test_exported_cohorts_are_the_regions_fedglobal_trains(peers, exported, tmp_
         cohorts = saved["cohorts"].tolist()
     assert len(cohorts) == 3 and all(len(c) == 3 for c in cohorts) and meta["per_round"] == 3
     assert len({tuple(c) for c in cohorts}) > 1  # sampled per round, not fixed
+    assert meta["cohorts"] == cohorts
     expected = {r + 1: sorted(meta["regions"][i] for i in c) for r, c in enumerate(cohorts)}
+    assert peers.expected_trained(meta) == expected
     assert peers.trained_regions(result.run_dir) == expected
     accuracy = peers.fedglobal_accuracy(result.run_dir)
     assert accuracy == pytest.approx(float(result.metric("accuracy").iloc[-1]))
