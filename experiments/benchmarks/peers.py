@@ -311,6 +311,21 @@ def cohorts(cfg: Any, regions: Sequence[str]) -> list[list[int]]:
     ]
 
 
+def row_order(cfg: Any, server_round: int, region: str, n: int) -> Any:
+    """The order in which fedglobal's client visits a region's training rows in a round
+    (``clients.regional.RegionalClient.plan``: one permutation seeded by (seed, round,
+    region), the same on every local epoch)."""
+    import numpy as np
+
+    from clients.regional import shuffle_order
+    from fedglobal.data import shuffle_seed
+
+    if not cfg.client.shuffle:
+        return np.arange(n, dtype=np.int32)
+    seed = shuffle_seed(cfg.experiment.seed, server_round, region)
+    return np.asarray(shuffle_order(n, seed), dtype=np.int32)
+
+
 def export(toml: Path, out: Path) -> dict[str, Any]:
     """Export a workload from fedglobal's data layer to ``out`` (``.npz``); its meta.
 
@@ -318,7 +333,9 @@ def export(toml: Path, out: Path) -> dict[str, Any]:
     ``x_test_i``, ``y_test_i`` (features standardised as the model's Normalization
     layer does: ``(x - mean) / max(sqrt(variance), 1e-7)``); ``w_0..`` the initial
     trainable weights in the model's order (without the Normalization layer, which
-    has none); ``cohorts`` (rounds x per-round region indices); ``meta`` (JSON).
+    has none); ``cohorts`` (rounds x per-round region indices); ``order_r_i`` the
+    order fedglobal's client visits region i's training rows in round r
+    (:func:`row_order`); ``meta`` (JSON).
     """
     import numpy as np
 
@@ -345,6 +362,10 @@ def export(toml: Path, out: Path) -> dict[str, Any]:
         arrays[f"w_{i}"] = w
     chosen = cohorts(cfg, regions)
     arrays["cohorts"] = np.asarray(chosen, dtype=np.int32)
+    for rnd, cohort in enumerate(chosen, start=1):
+        for i in cohort:
+            n = len(arrays[f"y_train_{i}"])
+            arrays[f"order_{rnd}_{i}"] = row_order(cfg, rnd, regions[i], n)
     meta = {
         "regions": [str(r) for r in regions],
         "model": cfg.model.name,

@@ -131,11 +131,19 @@ def run(path: str) -> dict:
             f"{len(keras_model.trainable_variables)} (names collide: set TF_USE_LEGACY_KERAS=1)"
         )
 
-    schedule = iter(int(u) for u in cohorts.reshape(-1))  # fedglobal's cohorts, in order
-    training = FederatedDataset(
-        make_dataset_fn=lambda uid: Dataset(raw_data=list(users[uid]), user_id=str(uid)),
-        user_sampler=lambda: next(schedule),
-    )
+    # fedglobal's cohorts, in order; a user id is (round, region) so that the user's
+    # Dataset holds its rows in the order fedglobal's client visits them that round
+    # (one seeded permutation per round, the same on every local epoch, as pfl's
+    # Dataset iterates): the same batches, so the same model up to float rounding
+    schedule = iter((rnd, int(u)) for rnd, cohort in enumerate(cohorts.tolist(), 1) for u in cohort)
+
+    def make_dataset(user: tuple[int, int]) -> Dataset:
+        rnd, region = user
+        order = data[f"order_{rnd}_{region}"]
+        x, y = users[region]
+        return Dataset(raw_data=[x[order], y[order]], user_id=f"{region}@{rnd}")
+
+    training = FederatedDataset(make_dataset_fn=make_dataset, user_sampler=lambda: next(schedule))
     backend = SimulatedBackend(
         training_data=training, val_data=None, postprocessors=[WeightByDatapoints()]
     )

@@ -98,6 +98,20 @@ def test_exported_cohorts_are_the_regions_fedglobal_trains(peers, exported, tmp_
     assert len(cohorts) == 3 and all(len(c) == 3 for c in cohorts) and meta["per_round"] == 3
     assert len({tuple(c) for c in cohorts}) > 1  # sampled per round, not fixed
     assert meta["cohorts"] == cohorts
+    # the row order of each (round, region): what fedglobal's client plans
+    from clients.regional import RegionalClient
+    from fedglobal import data
+    from fedglobal.config import load_config
+
+    cfg = load_config(str(toml))
+    schema = data.merge_stats([data.region_stats(cfg, r) for r in meta["regions"]], cfg)
+    with np.load(npz) as saved:
+        for rnd in (1, 3):
+            i = cohorts[rnd - 1][0]
+            arrays = data.encode_region(cfg, meta["regions"][i], schema)
+            planned = RegionalClient(arrays, cfg, schema).plan(rnd).order
+            np.testing.assert_array_equal(saved[f"order_{rnd}_{i}"], planned)
+            assert not np.array_equal(planned, np.arange(len(planned)))  # shuffled
     expected = {r + 1: sorted(meta["regions"][i] for i in c) for r, c in enumerate(cohorts)}
     assert peers.expected_trained(meta) == expected
     assert peers.trained_regions(result.run_dir) == expected
