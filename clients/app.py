@@ -15,13 +15,14 @@ import functools
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import attacks, compress
+from clients import attacks, compress, paths
 from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.regional import EvaluateResult, FitResult, RegionalClient
 from fedglobal import data, metrics
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
+from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
 from fedglobal.weights import from_record, to_record
 from strategies import compression
 
@@ -192,7 +193,13 @@ def fit_options(config: ConfigRecord) -> dict:
 
 
 def train_reply(
-    message: Message, context: Context, client: RegionalClient, result: FitResult
+    message: Message,
+    context: Context,
+    client: RegionalClient,
+    result: FitResult,
+    *,
+    trained_by: str = paths.KERAS_FIT,
+    why: str = "",
 ) -> Message:
     """The reply to a train message (new weights, count, metrics); keeps local layers.
 
@@ -210,11 +217,15 @@ def train_reply(
         if local:
             weights = {**result.weights, **{n: sent[n].numpy() for n in local}}
     arrays, codec = compress.reply_arrays(message, context, weights, client.config)
+    meta = _meta(client.region, config)
+    meta[TRAINED_BY_KEY] = trained_by
+    if why:  # no empty string: Flower's count_bytes() refuses one
+        meta[WHY_KEY] = why
     content = RecordDict(
         {
             "arrays": arrays,
             "metrics": MetricRecord({"num-examples": result.num_examples, **result.metrics}),
-            "meta": _meta(client.region, config),
+            "meta": meta,
         }
     )
     if codec is not None:  # strategies.compression.DecodingGrid rebuilds the weights
@@ -236,7 +247,8 @@ def train(message: Message, context: Context) -> Message:
         _weights_for(message, context), int(config["server-round"]), **fit_options(config)
     )
     result = attacks.poison_update(result, message, honest.region)  # sign flip / noise
-    return train_reply(message, context, honest, result)
+    why = paths.fallback_reason(message, honest.config.client.cohort)
+    return train_reply(message, context, honest, result, why=why)
 
 
 @app.evaluate()

@@ -25,20 +25,27 @@ float rounding: the same batches in the same order, the same loss and the same
 optimizer maths (tests/speed/test_speed_cohort.py checks 1e-5 for dense, conv,
 BatchNorm, Embedding and recurrent layers, with SGD and Adam).
 
-What cannot be vectorised falls back to the sequential path, with a log line:
+The program comes in three kinds (:func:`modes`, chosen by measurement): vectorised
+across regions under XLA (dense, embedding, recurrent models); the same as a
+TensorFlow graph without XLA for convolutional models, whose per-region kernels
+then run as TensorFlow's own (oneDNN) convolutions, faster on CPU than any XLA
+form measured; and a loop over regions inside the XLA program for models whose
+operations do not vectorise.
+
+What cannot train in a cohort falls back to the sequential path, with a log line:
 a ``tf.distribute`` strategy other than the default, an optimizer or option not
 written out here (gradient accumulation, clipping, EMA, learning-rate
 schedules, AMSGrad...), a model that does not compile under XLA, an active
 attack plan (:mod:`clients.attacks`), Keras callbacks (``[client] callbacks``)
-or a message the per-message handler would treat differently. Operations
-``tf.vectorized_map`` has no rule for (e.g. convolutions with per-region
-filters, dropout's random draws) run as a loop over the regions inside the
-same XLA program ("partly vectorised"; logged).
+or a message the per-message handler would treat differently. The reply says
+which path trained (``meta`` ``trained-by``, :mod:`clients.paths`), and the
+server records it per round.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -53,6 +60,7 @@ import tensorflow as tf
 from flwr.app import Context, Message, MessageType
 from flwr.client.mod.utils import make_ffn
 
+from clients import paths
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
 from fedglobal import compile_cache
@@ -248,6 +256,69 @@ def _per_sample_loss(model: keras.Model) -> keras.losses.Loss:
     raise Unsupported(f"loss {name!r}")
 
 
+#: Program kinds: every step of every region vectorised across regions in one
+#: XLA program (``tf.vectorized_map`` under ``jit_compile``); a TensorFlow graph
+#: without XLA that loops over the regions at each step (``tf.map_fn``), running
+#: up to ``GRAPH_PARALLEL`` regions' steps at once with TensorFlow's own
+#: (oneDNN) kernels; or that loop inside an XLA program. In both loops a region
+#: that has done its steps skips the step.
+VECTORIZED = "vectorized"
+GRAPH = "graph"
+PER_REGION = "per_region"
+GRAPH_PARALLEL = 8
+
+_CONV = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+)
+
+
+def modes(model: keras.Model) -> tuple[str, ...]:
+    """The program kinds to try for ``model``, fastest first (measured on this 2-core CPU).
+
+    Dense, embedding and recurrent models vectorise across regions under XLA:
+    many small operations become a few large ones (W1, a logistic model: 0.08 s
+    per round vectorised against 0.15 s region by region).
+
+    A convolution whose kernel differs per region has no vectorisation rule in
+    TensorFlow, and XLA's CPU convolutions are slow next to TensorFlow's oneDNN
+    kernels. One round of the Fashion-MNIST CNN (8 and 16 filters, 10 Dirichlet
+    regions, 118 region-steps of 32 rows), side by side in one process on a
+    loaded machine: Keras ``fit`` region by region 1.19-1.32 s; in XLA,
+    convolutions rewritten as im2col (strided slices and one batched matmul;
+    Chellapilla et al. 2006) 1.46-3.6 s region by region and 3.2-3.9 s
+    vectorised; XLA's own convolution region by region 5.5-7.0 s; one grouped
+    convolution (``feature_group_count``) 3x slower than im2col; without XLA,
+    ``vectorized_map`` (its loop fallback for the convolutions) 1.0-2.0 s after
+    a 13 s trace, and the graph's loop over regions 0.48-0.89 s after a 3 s
+    trace (0.9-1.0 s one region at a time). So convolutional models take the
+    graph's loop. A model whose operations do not vectorise under XLA falls back
+    to the loop over regions in XLA.
+    """
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    if any(isinstance(layer, _CONV) for layer in layers):
+        return (GRAPH,)
+    return (VECTORIZED, PER_REGION)
+
+
+def _when_active(step_fn: Callable, args: tuple) -> tuple:
+    """``step_fn(args)`` for a region still training; its state unchanged otherwise."""
+    *inputs, active = args
+    inputs = tuple(inputs)
+    tv, ntv, slots = inputs[0], inputs[1], inputs[2]
+    return tf.cond(
+        active,
+        lambda: step_fn(inputs),
+        lambda: (list(tv), list(ntv), [list(s) for s in slots], tf.zeros([], tf.float32)),
+    )
+
+
 class CohortTrainer:
     """Trains many regions of one compiled model together (see the module docstring).
 
@@ -283,10 +354,15 @@ class CohortTrainer:
         self._seed_states = [
             i for i, v in enumerate(self.ntv) if v.path.endswith("seed_generator_state")
         ]
-        self.vectorized = True  # False once tf.vectorized_map needed its loop fallback
+        self.mode = ""  # VECTORIZED or PER_REGION once compiled (see modes())
         self._fn: Callable | None = None
         self._rows = 0
         self.compiles = 0
+
+    @property
+    def vectorized(self) -> bool:
+        """Whether the program vectorises across regions (see :func:`modes`)."""
+        return self.mode == VECTORIZED
 
     # ---- the traced function ----
     def _signature(self, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType) -> list:
@@ -308,7 +384,7 @@ class CohortTrainer:
             tf.TensorSpec([None], tf.int32),  # loss from
         ]
 
-    def _build(self, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType, loop: bool) -> Callable:
+    def _build(self, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType, mode: str) -> Callable:
         batch = self.batch_size
         opt = self.opt
         inner, loss_fn, proximal = self.inner, self.loss, self.proximal
@@ -355,12 +431,22 @@ class CohortTrainer:
                 yb = tf.gather(y, idx, batch_dims=1)
                 weight = tf.cast(valid, tf.float32)
                 step = tf.fill([k], t)
-                new_tv, new_ntv, new_slots, loss = tf.vectorized_map(
-                    one_client,
-                    (tv, ntv, slots, anchor, mu, xb, yb, weight, step),
-                    fallback_to_while_loop=loop,
-                )
                 active = t < steps
+                args = (tv, ntv, slots, anchor, mu, xb, yb, weight, step)
+                if mode == VECTORIZED:
+                    new_tv, new_ntv, new_slots, loss = tf.vectorized_map(
+                        one_client, args, fallback_to_while_loop=False
+                    )
+                else:  # a loop over regions; a region whose steps are done waits
+                    new_tv, new_ntv, new_slots, loss = tf.map_fn(
+                        functools.partial(_when_active, one_client),
+                        (*args, active),
+                        fn_output_signature=tf.nest.map_structure(
+                            lambda a: tf.TensorSpec(a.shape[1:], a.dtype), (tv, ntv, slots, mu)
+                        ),
+                        # the graph runs several regions' steps at once (XLA: one by one)
+                        parallel_iterations=GRAPH_PARALLEL if mode == GRAPH else 1,
+                    )
                 tv = select(active, new_tv, tv)
                 ntv = select(active, new_ntv, ntv)
                 slots = [select(active, n, o) for n, o in zip(new_slots, slots, strict=True)]
@@ -380,7 +466,8 @@ class CohortTrainer:
             return tv, ntv, loss_sum / tf.maximum(loss_rows, 1.0)
 
         signature = self._signature(x_shape, y_shape, y_dtype)
-        return tf.function(run, input_signature=signature, jit_compile=True, autograph=False)
+        jit = mode != GRAPH
+        return tf.function(run, input_signature=signature, jit_compile=jit, autograph=False)
 
     # ---- host side ----
     def fit(self, jobs: Sequence[CohortJob]) -> list[FitResult]:
@@ -421,25 +508,27 @@ class CohortTrainer:
         return results
 
     def _compile(self, inputs: list, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType):
-        """Trace and run once; fall back to a loop inside vectorized_map if it must."""
+        """Trace and run once, in the first program kind that compiles (see :func:`modes`)."""
         errors = []
-        for loop in (False, True):
-            fn = self._build(x_shape, y_shape, y_dtype, loop)
+        for mode in modes(self.inner):
+            fn = self._build(x_shape, y_shape, y_dtype, mode)
             try:
                 started = time.perf_counter()
                 with _tracing_patches(self.inner):
                     self._last = fn(*inputs)
                 self.compiles += 1
                 compile_cache.flags_read()  # compiled: TensorFlow has read TF_XLA_FLAGS
-                if loop:
-                    self.vectorized = False
+                self.mode = mode
+                if errors:
                     log.info(
-                        "cohort: model %r is partly vectorised (some operations run as a loop "
-                        "over regions inside the XLA program: %s)",
+                        "cohort: model %r trains region by region inside the XLA program "
+                        "(not vectorised: %s)",
                         self.inner.name,
                         errors[-1][:200],
                     )
-                log.debug("cohort: compiled in %.2fs", time.perf_counter() - started)
+                log.debug(
+                    "cohort: %s program compiled in %.2fs", mode, time.perf_counter() - started
+                )
                 return fn
             except Exception as exc:  # any failure means: cannot vectorise
                 errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -520,7 +609,11 @@ def trainer_for(compiled: CompiledModel, batch_size: int, proximal: bool) -> Coh
 _warned: set[str] = set()
 
 
-def _fallback(reason: str, level: int, count: int) -> None:
+def _fallback(reason: str, level: int, messages: Sequence[Message]) -> None:
+    """Leave ``messages`` to the per-message handler; log ``reason`` once per process."""
+    for message in messages:
+        paths.note_fallback(message, reason)
+    count = len(messages)
     key = reason
     if key in _warned:
         log.debug("cohort: %d region(s) train one by one: %s", count, reason)
@@ -544,11 +637,11 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
 
     out: list[Message | None] = [None] * len(messages)
     if attacks.current() is not None:
-        _fallback("an attack plan is active (clients.attacks)", logging.INFO, len(messages))
+        _fallback("an attack plan is active (clients.attacks)", logging.INFO, messages)
         return out
     groups: dict[tuple, list[tuple[int, CohortJob]]] = {}
     level = logging.INFO
-    with_callbacks = 0
+    with_callbacks: list[Message] = []
     for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
         try:
             config = message.content["config"]
@@ -556,7 +649,7 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
             if cfg.client.cohort is True:
                 level = logging.WARNING
             if cfg.client.callbacks:
-                with_callbacks += 1
+                with_callbacks.append(message)
                 continue  # Keras callbacks run in Keras fit: the per-message handler
             client = client_app._client_for(message, context)
             options = client_app.fit_options(config)
@@ -574,18 +667,22 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
         client_app.experiment_from(m.content["config"]).client.cohort == "auto" for m in messages
     )
     for (_, batch_size, proximal), members in groups.items():
-        if auto_single and len(members) < 2:
-            continue  # "auto": a cohort of one gains nothing over Keras fit
+        if auto_single and len(members) < 2:  # "auto": one region gains nothing over Keras fit
+            for i, _ in members:
+                paths.note_fallback(messages[i], "a cohort of one region (client.cohort = 'auto')")
+            continue
         compiled = members[0][1].client._compiled
         try:
             trainer = trainer_for(compiled, batch_size, proximal)
             results = trainer.fit([job for _, job in members])
         except Unsupported as exc:
-            _fallback(str(exc), level, len(members))
+            _fallback(str(exc), level, [messages[i] for i, _ in members])
             continue
         for (i, job), result in zip(members, results, strict=True):
             message, context = messages[i], contexts[i]
-            reply = client_app.train_reply(message, context, job.client, result)
+            reply = client_app.train_reply(
+                message, context, job.client, result, trained_by=paths.COHORT
+            )
             # The app's mods wrap the handler: run them around the cohort's reply.
             out[i] = make_ffn(_returning(reply), client_app.MODS)(message, context)
     return out
@@ -661,11 +758,14 @@ def run_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> list
         (MessageType.TRAIN, train_cohort),
         (MessageType.EVALUATE, evaluate_cohort),
     ):
-        picked = [
-            i
-            for i, m in enumerate(messages)
-            if m.metadata.message_type == kind and faults.for_message(m, contexts[i]) is None
-        ]  # a message with an injected fault (clients.faults) goes through the ClientApp
+        picked = []
+        for i, m in enumerate(messages):
+            if m.metadata.message_type != kind:
+                continue
+            if faults.for_message(m, contexts[i]) is None:
+                picked.append(i)
+            else:  # a message with an injected fault (clients.faults) goes through the ClientApp
+                paths.note_fallback(m, "an injected fault (clients.faults)")
         if picked:
             replies = handler([messages[i] for i in picked], [contexts[i] for i in picked])
             for i, reply in zip(picked, replies, strict=True):

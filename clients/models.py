@@ -197,6 +197,77 @@ class CompiledModel:
         }
 
 
+# -- dropout masks from a counter-based hash ----------------------------------------------
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: tf.Tensor, k: int) -> tf.Tensor:
+    """``(x * k) mod 2**32`` for ``0 <= x < 2**32`` in int64, without overflow."""
+    hi = tf.bitwise.right_shift(x, 16)
+    lo = tf.bitwise.bitwise_and(x, 0xFFFF)
+    return tf.bitwise.bitwise_and(tf.bitwise.left_shift((hi * k) & 0xFFFF, 16) + lo * k, _M32)
+
+
+def _fmix32(x: tf.Tensor) -> tf.Tensor:
+    """MurmurHash3's 32-bit finaliser (Appleby 2011): every input bit moves every output bit."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x = _mul32(x, 0x85EBCA6B)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 13))
+    x = _mul32(x, 0xC2B2AE35)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def counter_uniform(seed: Any, shape: Any) -> tf.Tensor:
+    """Uniform floats in [0, 1) of ``shape``: a hash of ``(seed[0], seed[1], position)``.
+
+    A counter-based generator (Salmon et al. 2011, "Parallel random numbers: as
+    easy as 1, 2, 3"), built from integer operations only, so that
+    ``tf.vectorized_map`` vectorises it across regions (TensorFlow's stateless
+    random ops run as a loop there) and it draws the same numbers in Keras
+    ``fit``, in a TensorFlow graph and under XLA.
+    """
+    seed = tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), _M32)
+    count = tf.range(tf.reduce_prod(tf.cast(shape, tf.int64)), dtype=tf.int64)
+    x = _fmix32(tf.bitwise.bitwise_xor(count, _fmix32(seed[0] + 0x9E3779B9)))
+    x = _fmix32(tf.bitwise.bitwise_xor(x, _fmix32(seed[1] + 0x7F4A7C15)))
+    bits = tf.bitwise.right_shift(x, 8)  # 24 bits: exact in float32
+    return tf.reshape(tf.cast(bits, tf.float32) * (1.0 / (1 << 24)), shape)
+
+
+def _counter_dropout(layer: keras.layers.Dropout) -> Any:
+    """``layer.call`` with masks from :func:`counter_uniform` and the layer's own seed stream."""
+
+    def call(inputs: Any, training: bool = False) -> Any:
+        if not training or layer.rate <= 0:
+            return inputs
+        shape = tf.shape(inputs)
+        if layer.noise_shape is not None:
+            shape = tf.stack(
+                [s if s is not None else shape[i] for i, s in enumerate(layer.noise_shape)]
+            )
+        keep = counter_uniform(layer.seed_generator.next(), shape) >= layer.rate
+        scale = tf.cast(1.0 / (1.0 - layer.rate), inputs.dtype)
+        return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
+
+    return call
+
+
+def use_counter_dropout(model: keras.Model) -> None:
+    """Give every ``Dropout`` of ``model`` masks from :func:`counter_uniform`.
+
+    Keras's own masks come from TensorFlow's stateless random ops, which draw
+    other numbers under XLA than without it and do not vectorise across
+    regions. With this, Keras ``fit`` and cohort training draw the same masks
+    (so their results agree to float rounding, as for every other layer) and
+    the cohort program stays vectorised. The masks still come from the layer's
+    seed stream, restarted from ``(seed, round, region)`` by :meth:`CompiledModel.reseed`.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) is keras.layers.Dropout:
+            object.__setattr__(layer, "call", _counter_dropout(layer))
+
+
 _CACHE: OrderedDict[str, CompiledModel] = OrderedDict()
 
 
@@ -253,6 +324,7 @@ def compiled_model(model_cfg: ModelConfig, client: ClientConfig, schema: Schema)
     strategy = distribution_strategy(client)
     with strategy.scope():
         inner = build_model(model_cfg, schema)
+        use_counter_dropout(inner)
         model = ProximalModel(inner)
         loss = "sparse_categorical_crossentropy" if schema.task == "classification" else "mse"
         model.compile(

@@ -8,15 +8,18 @@ on every engine. Error replies carry no records and count 0.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-__all__ = ["CommCounts", "CountingGrid", "message_bytes"]
+from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
+
+__all__ = ["CommCounts", "CountingGrid", "TrainingPaths", "message_bytes"]
 
 
 @dataclass
@@ -65,12 +68,48 @@ def message_bytes(message: Message) -> tuple[int, int]:
     return _content_bytes(message.content)
 
 
+@dataclass
+class TrainingPaths:
+    """Which path trained the train replies received (``meta`` ``trained-by``), and why not
+    the cohort path (``meta`` ``why``): counts since the last :meth:`take`."""
+
+    paths: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+
+    def add(self, reply: Message) -> None:
+        if reply.has_error() or not reply.has_content() or "meta" not in reply.content:
+            return
+        meta = reply.content["meta"]
+        if TRAINED_BY_KEY not in meta:
+            return
+        self.paths[str(meta[TRAINED_BY_KEY])] += 1
+        if str(meta.get(WHY_KEY, "")):
+            self.reasons[str(meta[WHY_KEY])] += 1
+
+    def take(self) -> tuple[str, str]:
+        """``(trained_by, why)`` of the replies since the last call, then reset.
+
+        ``trained_by`` is ``cohort``, ``keras-fit``, ``mixed`` (both, as
+        ``cohort:N keras-fit:M``) or empty (no train reply); ``why`` is the most
+        frequent reason a region was not trained in a cohort.
+        """
+        paths, reasons = self.paths, self.reasons
+        self.paths, self.reasons = Counter(), Counter()
+        if len(paths) > 1:
+            trained_by = " ".join(f"{k}:{v}" for k, v in sorted(paths.items()))
+        else:
+            trained_by = next(iter(paths), "")
+        why = reasons.most_common(1)[0][0] if reasons else ""
+        return trained_by, why
+
+
 class CountingGrid(Grid):
     """Delegates to ``grid`` and counts the bytes of messages sent and received."""
 
     def __init__(self, grid: Grid) -> None:
         self._grid = grid
         self.counts = CommCounts()
+        self.paths = TrainingPaths()
 
     def __getattr__(self, name: str) -> Any:  # anything else the wrapped grid offers
         if name == "_grid":  # not set yet (copy, pickle): no recursion
@@ -90,6 +129,7 @@ class CountingGrid(Grid):
             self.counts.received += total
             self.counts.received_arrays += arrays
             self.counts.messages_received += 1
+            self.paths.add(reply)
         return replies
 
     def set_run(self, run: Run) -> None:

@@ -124,7 +124,7 @@ class ClientConfig:
     device: str = _f("/cpu:0", doc="device for distribute = one_device")
     shuffle: bool = _f(True, doc="shuffle seeded by (seed, round, region)")
     cohort: Literal[False, True, "auto"] = _f(
-        False,
+        "auto",
         doc="train a round's regions together in one XLA program (clients.cohort); "
         "auto: whenever the model and optimizer allow, else one by one",
     )

@@ -10,6 +10,7 @@ average of per-region R² or F1 could not give.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -106,3 +107,46 @@ def to_record_values(stats: Mapping[str, float]) -> dict[str, float]:
 def from_record_values(values: Mapping[str, float]) -> dict[str, float]:
     """The statistics carried in a MetricRecord, without their prefix."""
     return {k[len(STAT_PREFIX) :]: float(v) for k, v in values.items() if k.startswith(STAT_PREFIX)}
+
+
+#: The per-region test metric that ``fairness`` summarises, by task (higher is better).
+FAIRNESS_METRIC = {"regression": "r2", "classification": "accuracy"}
+
+
+def fairness(history: Any, task: str) -> dict[str, Any] | None:
+    """How the worst-served regions fare: summary.json's ``fairness``.
+
+    From the last round with per-region test rows of ``history`` (round, region,
+    split, metric, value): the task's metric (R² for regression, accuracy for
+    classification) of every region, its worst region (name and value), 10th
+    percentile, median, best, and spread (best minus worst). An average hides the
+    worst-served region, which is what a geographic deployment is judged by
+    (Li et al. 2020, "Fair Resource Allocation in Federated Learning", ICLR,
+    report the same distribution statistics). None when no region was evaluated.
+    """
+    metric = FAIRNESS_METRIC.get(task)
+    if metric is None or history is None or len(history) == 0:
+        return None
+    rows = history[
+        (history["split"] == "test") & (history["metric"] == metric) & (history["region"] != "all")
+    ]
+    if rows.empty:
+        return None
+    last = rows[rows["round"] == rows["round"].max()]
+    values = dict(zip(last["region"].astype(str), last["value"].astype(float), strict=True))
+    finite = {k: v for k, v in values.items() if np.isfinite(v)}
+    if not finite:
+        return None
+    ordered = sorted(finite.items(), key=lambda kv: (kv[1], kv[0]))
+    array = np.array([v for _, v in ordered])
+    worst, best = ordered[0], ordered[-1]
+    return {
+        "metric": metric,
+        "round": int(last["round"].iloc[0]),
+        "regions": len(ordered),
+        "worst_region": {"name": worst[0], "value": worst[1]},
+        "best_region": {"name": best[0], "value": best[1]},
+        "p10": float(np.percentile(array, 10)),
+        "median": float(np.median(array)),
+        "spread": float(best[1] - worst[1]),
+    }

@@ -49,6 +49,28 @@ log = logging.getLogger(__name__)
 LOCAL_LAYERS_QUERY = "query.local_layers"
 
 
+def training_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """summary.json's ``training``: which path trained each round and why not the cohort.
+
+    ``by_round`` maps each round with train replies to ``cohort``, ``keras-fit`` or
+    the mix (``cohort:N keras-fit:M``); ``fallbacks`` maps each reason a round's
+    regions trained with Keras ``fit`` to the rounds it applied to.
+    """
+    by_round: dict[str, str] = {}
+    fallbacks: dict[str, list[int]] = {}
+    for row in rows:
+        trained_by = str(row.get("trained_by") or "")
+        if not trained_by:
+            continue
+        by_round[str(int(row["round"]))] = trained_by
+        reason = str(row.get("fallback_reason") or "")
+        if reason:
+            fallbacks.setdefault(reason, []).append(int(row["round"]))
+    paths = set(by_round.values())
+    path = next(iter(paths)) if len(paths) == 1 else ("mixed" if paths else "")
+    return {"path": path, "by_round": by_round, "fallbacks": fallbacks}
+
+
 def _evaluates(hook: ServerHook) -> bool:
     return type(hook).evaluate is not ServerHook.evaluate
 
@@ -95,6 +117,7 @@ class RunMonitor:
         self._counts_before = CommCounts()
         self._time_before = time.time()
         self._tb: Any = None
+        self._fallbacks_logged: set[str] = set()
         if progress is not None:  # the round's line waits for the server's metrics
             progress.expect_server = bool(cfg.server.eval_source) or self.evaluates
 
@@ -212,7 +235,11 @@ class RunMonitor:
         norms = self._norms(server_round, weights)
         system = self._system(server_round)
         if self._tb is not None:
-            scalars = {f"comm/{k}": v for k, v in system.items() if k not in ("round", "seconds")}
+            scalars = {
+                f"comm/{k}": v
+                for k, v in system.items()
+                if k not in ("round", "seconds") and not isinstance(v, str)
+            }
             scalars["time/round_seconds"] = system["seconds"]
             self._tb.write_round(
                 server_round,
@@ -274,6 +301,18 @@ class RunMonitor:
             "messages_sent": delta.messages_sent,
             "messages_received": delta.messages_received,
         }
+        if self.counting is not None:  # which path trained the round's regions, and why not cohort
+            row["trained_by"], row["fallback_reason"] = self.counting.paths.take()
+            reason = row["fallback_reason"]
+            if reason and reason not in self._fallbacks_logged:  # once per run and reason
+                self._fallbacks_logged.add(reason)
+                chosen = "client.cohort = false" in reason or "cohort of one" in reason
+                log.log(
+                    logging.INFO if chosen else logging.WARNING,
+                    "round %d: regions trained with Keras fit, not in a cohort: %s",
+                    server_round,
+                    reason,
+                )
         self.round_rows.append(row)
         self._counts_before, self._time_before = counts, now
         return row
@@ -336,6 +375,7 @@ class RunMonitor:
                 "messages_received": counts.messages_received,
             },
             "hooks": [repr(h) for h in self.hooks],
+            "training": training_summary(self.round_rows),
             "personal_models": self.personal,
         }
 

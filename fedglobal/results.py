@@ -43,6 +43,8 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "regions": (list,),
     "num_regions": (int,),
     "final": (dict,),
+    "fairness": (dict, type(None)),
+    "training": (dict,),
     "wall_time_s": (float, int),
     "rejected_updates": (list,),
     "failed_replies": (list,),

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedglobal import metrics
 from fedglobal.config import ExperimentConfig
 from fedglobal.data import Schema
 
@@ -93,6 +94,7 @@ def write_run_folder(
         "regions": regions,
         "num_regions": len(regions),
         "final": _final_metrics(history),
+        "fairness": metrics.fairness(history, cfg.data.task),
         **dict(extra),
     }
     _atomic_write(

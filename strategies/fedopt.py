@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from logging import INFO
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import numpy as np
 from flwr.app import ArrayRecord
@@ -155,33 +156,40 @@ class FedAvgM(_ServerOptimizer):
 
 
 class _Adaptive(_ServerOptimizer):
-    """Shared parameters and state of FedAdagrad, FedAdam and FedYogi."""
+    """Shared parameters and state of FedAdagrad, FedAdam and FedYogi.
+
+    A subclass names its ``kind`` and its ``defaults`` (Reddi et al. 2021's
+    settings); an argument left out (None) takes the class's default.
+    """
 
     kind = ""
+    defaults: ClassVar[Mapping[str, float]] = MappingProxyType(
+        {"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}
+    )
 
     def __init__(
         self,
         *,
-        eta: float,
-        beta_1: float,
-        beta_2: float,
-        tau: float,
-        initial_accumulator: float | None,
+        eta: float | None = None,
+        beta_1: float | None = None,
+        beta_2: float | None = None,
+        tau: float | None = None,
+        initial_accumulator: float | None = None,
         **kwargs: Any,
     ) -> None:
-        self.eta = _real("eta", eta, low=0.0, open_low=True)
-        self.beta_1 = _real("beta_1", beta_1, low=0.0, high=1.0, open_low=False)
-        self.beta_2 = _real("beta_2", beta_2, low=0.0, high=1.0, open_low=False)
-        self.tau = _real("tau", tau, low=0.0, open_low=True)
+        given = {"eta": eta, "beta_1": beta_1, "beta_2": beta_2, "tau": tau}
+        values = {k: self.defaults[k] if v is None else v for k, v in given.items()}
+        self.eta = _real("eta", values["eta"], low=0.0, open_low=True)
+        self.beta_1 = _real("beta_1", values["beta_1"], low=0.0, high=1.0, open_low=False)
+        self.beta_2 = _real("beta_2", values["beta_2"], low=0.0, high=1.0, open_low=False)
+        self.tau = _real("tau", values["tau"], low=0.0, open_low=True)
         self.initial_accumulator = (
             self.tau**2
             if initial_accumulator is None
             else _real("initial_accumulator", initial_accumulator, low=0.0, open_low=False)
         )
         super().__init__(**kwargs)
-        self._params.update(
-            eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau, initial_accumulator=initial_accumulator
-        )
+        self._params.update(**values, initial_accumulator=initial_accumulator)
         self.m: dict[str, np.ndarray] | None = None
         self.v: dict[str, np.ndarray] | None = None
 
@@ -249,25 +257,7 @@ class FedAdagrad(_Adaptive):
     """
 
     kind = "adagrad"
-
-    def __init__(
-        self,
-        *,
-        eta: float = 0.01,
-        beta_1: float = 0.0,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        initial_accumulator: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            eta=eta,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            tau=tau,
-            initial_accumulator=initial_accumulator,
-            **kwargs,
-        )
+    defaults = MappingProxyType({**_Adaptive.defaults, "beta_1": 0.0})
 
 
 class FedAdam(_Adaptive):
@@ -293,25 +283,6 @@ class FedAdam(_Adaptive):
 
     kind = "adam"
 
-    def __init__(
-        self,
-        *,
-        eta: float = 0.01,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        initial_accumulator: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            eta=eta,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            tau=tau,
-            initial_accumulator=initial_accumulator,
-            **kwargs,
-        )
-
 
 class FedYogi(_Adaptive):
     """FedYogi (Reddi et al. 2021): ``v = v - (1 - beta_2) * delta**2 * sign(v - delta**2)``.
@@ -335,22 +306,3 @@ class FedYogi(_Adaptive):
     """
 
     kind = "yogi"
-
-    def __init__(
-        self,
-        *,
-        eta: float = 0.01,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        initial_accumulator: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            eta=eta,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            tau=tau,
-            initial_accumulator=initial_accumulator,
-            **kwargs,
-        )

@@ -34,3 +34,28 @@ def test_classification_golden():
     f1 = [1.0, 2 * 0.5 / 1.5, 2 * 0.5 / 1.5]
     assert m["f1"] == pytest.approx(np.mean(f1))
     assert m["loss"] == pytest.approx(-np.mean(np.log([0.8, 0.7, 0.3, 0.6])))
+
+
+def test_fairness_names_the_worst_region_from_the_last_round():
+    import pandas as pd
+
+    rows = [
+        (1, "north", "test", "r2", 0.9),  # an earlier round: ignored
+        (2, "north", "test", "r2", 0.8),
+        (2, "south", "test", "r2", -0.4),
+        (2, "east", "test", "r2", 0.5),
+        (2, "west", "test", "r2", 0.6),
+        (2, "all", "test", "r2", 0.7),  # pooled: not a region
+        (2, "south", "train", "r2", 0.9),  # another split
+        (2, "north", "test", "mae", 1.0),  # another metric
+    ]
+    history = pd.DataFrame(rows, columns=["round", "region", "split", "metric", "value"])
+    out = metrics.fairness(history, "regression")
+    assert out["metric"] == "r2" and out["round"] == 2 and out["regions"] == 4
+    assert out["worst_region"] == {"name": "south", "value": -0.4}
+    assert out["best_region"] == {"name": "north", "value": 0.8}
+    assert out["median"] == pytest.approx(0.55)
+    assert out["p10"] == pytest.approx(-0.4 + 0.3 * 0.9)  # numpy's linear interpolation
+    assert out["spread"] == pytest.approx(1.2)
+    assert metrics.fairness(history[history.region == "all"], "regression") is None
+    assert metrics.fairness(history, "classification") is None  # no accuracy rows

@@ -10,6 +10,19 @@ per round, E = 20 epochs, batch 10, SGD lr 0.01, every device evaluated each rou
 
 Sections (each runs in fresh subprocesses, so start-up and memory are its own):
 
+- ``defaults``: what users run without flags (issue 15). The quickstart, 20
+  rounds, ``fedglobal simulate`` launch to exit, against the floor every
+  TensorFlow program pays, ``python -c "import tensorflow, keras"``, timed
+  interleaved; and the Fashion-MNIST CNN workload (the fashion_mnist_dirichlet
+  suite's CNN without batch normalisation, 20 Dirichlet clients, 10 rounds, 10
+  per round, 1 epoch, B = 32, Adam) with the default settings against
+  ``client.cohort = false`` (Keras ``fit`` region by region);
+- ``hardware``: cohort training's achieved FLOP/s on W1 and on the CNN, as a
+  fraction of a dense float32 matmul's FLOP/s measured in the same process
+  (FLOPs: the model's forward FLOPs per example, counted from the Keras model
+  by ``fedglobal.geo.compute``, times 3 for a training step, times the
+  examples processed);
+
 - ``engines``: the in-process engine (cohort training) against the Ray engine
   (``fedglobal simulate --engine ray``: Flower's Simulation Engine on Ray,
   started and stopped by fedglobal), wall time including start-up, and the final
@@ -47,7 +60,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-SECTIONS = ("engines", "cohort", "workers", "scale", "aggregation", "communication")
+SECTIONS = (
+    "defaults",
+    "hardware",
+    "engines",
+    "cohort",
+    "workers",
+    "scale",
+    "aggregation",
+    "communication",
+)
 
 WORKLOAD = {
     "experiment": {"name": "speed", "seed": 0, "rounds": 10},
@@ -398,7 +420,7 @@ def _spread(runs: list[dict]) -> tuple[float, list[float]]:
 
 
 def section_engines(folder: Path, results: dict, skip_ray: bool, repeats: int = 5) -> None:
-    cohort = _merge(WORKLOAD, client={"cohort": True})
+    cohort = WORKLOAD  # the default settings: cohort training ("auto")
     warm_cache = folder / "xla-cache"  # filled by the first cold run, then reused
     cold = [
         _console(cohort, folder, f"cohort-s0-cold{i}", "inprocess", warm_cache if i == 0 else None)
@@ -448,8 +470,8 @@ def section_engines(folder: Path, results: dict, skip_ray: bool, repeats: int = 
 
 
 def section_cohort(folder: Path, results: dict) -> None:
-    seq = _run(WORKLOAD, folder, "sequential")
-    coh = _run(_merge(WORKLOAD, client={"cohort": True}), folder, "cohort")
+    seq = _run(_merge(WORKLOAD, client={"cohort": False}), folder, "sequential")
+    coh = _run(WORKLOAD, folder, "cohort")  # the default: cohort = "auto"
     results["cohort"] = {"sequential": seq, "cohort": coh}
     _print(
         "2. cohort training vs the sequential path (same workload, in-process)",
@@ -463,6 +485,153 @@ def section_cohort(folder: Path, results: dict) -> None:
     )
 
 
+CNN_WORKLOAD = {
+    "experiment": {"name": "cnn", "seed": 0, "rounds": 10},
+    "data": {
+        "source": "fashion-mnist:train:10000",
+        "target": "label",
+        "task": "classification",
+        "partition": "dirichlet",
+        "num_regions": 20,
+        "test_fraction": 0.2,
+        "min_region_rows": 20,
+        "rare_regions": "drop",
+    },
+    "model": {"name": "cnn", "filters": [8, 16], "hidden": [32], "batch_norm": False},
+    "client": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.002},
+    "strategy": {"fraction_train": 0.5, "min_train_clients": 2, "min_available_clients": 2},
+    "output": {"tensorboard": False, "plots": False},
+}
+
+
+def _floor_s() -> float:
+    """Wall seconds of ``python -c "import tensorflow, keras"``: every TF program pays it."""
+    _, wall = _timed([PYTHON, "-c", "import tensorflow, keras"], "import tensorflow, keras")
+    return wall
+
+
+def section_defaults(folder: Path, results: dict, repeats: int = 3) -> None:
+    quickstart = ROOT / "experiments" / "quickstart.toml"
+    script = Path(PYTHON).with_name("fedglobal")
+    command = [str(script)] if script.is_file() else [PYTHON, "-m", "fedglobal.cli"]
+    floors, runs = [], []
+    for i in range(repeats):  # interleaved: the machine's load moves both alike
+        floors.append(_floor_s())
+        out_dir = folder / "quickstart" / str(i)
+        args = ["simulate", str(quickstart), "--quiet", "--output-dir", str(out_dir)]
+        _, wall = _timed([*command, *args], "fedglobal simulate quickstart")
+        (run_dir,) = [p for p in out_dir.iterdir() if p.is_dir()]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        runs.append({"wall_s": round(wall, 2), "r2": summary["final"]["test/all"]["r2"]})
+    cnn_default, cnn_keras = [], []
+    for i in range(repeats):
+        cnn_default.append(_console(CNN_WORKLOAD, folder, f"cnn-default{i}", "inprocess"))
+        keras_fit = _merge(CNN_WORKLOAD, client={"cohort": False})
+        cnn_keras.append(_console(keras_fit, folder, f"cnn-kerasfit{i}", "inprocess"))
+    results["defaults"] = {
+        "import_floor_s": floors,
+        "quickstart": runs,
+        "cnn_default": cnn_default,
+        "cnn_cohort_false": cnn_keras,
+    }
+    floor, _ = _spread([{"wall_s": f} for f in floors])
+    quick, walls = _spread(runs)
+    cnn, cnn_walls = _spread(cnn_default)
+    seq, seq_walls = _spread(cnn_keras)
+
+    def spread(walls: list[float]) -> str:
+        return " / ".join(f"{w:.1f}" for w in walls)
+
+    _print(
+        f"0. default settings ({repeats} interleaved runs each, median and all)",
+        [
+            ('python -c "import tensorflow, keras"', f"{floor:.1f} s ({spread(sorted(floors))})"),
+            ("quickstart, 20 rounds, defaults", f"{quick:.1f} s ({spread(walls)})"),
+            ("RATIO quickstart / import floor", _ratio(quick, floor)),
+            ("  pooled R² (every run)", " / ".join(f"{r['r2']:.4f}" for r in runs)),
+            ("CNN workload, defaults", f"{cnn:.1f} s ({spread(cnn_walls)})"),
+            ("CNN workload, cohort = false", f"{seq:.1f} s ({spread(seq_walls)})"),
+            ("RATIO CNN cohort = false / defaults", _ratio(seq, cnn)),
+            (
+                "  accuracy defaults / cohort = false",
+                f"{cnn_default[0]['accuracy']:.4f} / {cnn_keras[0]['accuracy']:.4f}",
+            ),
+        ],
+    )
+
+
+def child_hardware(config: str, output_dir: str) -> None:
+    """A dense matmul's FLOP/s, then one run's cohort training FLOP/s (JSON line)."""
+    import tensorflow as tf
+    from fedglobal.geo.compute import TRAIN_TO_FORWARD, forward_flops_per_example
+
+    import fedglobal
+    from clients import cohort
+
+    n = 1024
+    a = tf.random.stateless_normal([n, n], seed=[1, 2])
+    matmul = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
+    matmul(a).numpy()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            out = matmul(a)
+        out.numpy()
+        best = min(best, (time.perf_counter() - t0) / 10)
+    peak = 2 * n**3 / best
+
+    calls: list[dict] = []
+    original = cohort.CohortTrainer.fit
+
+    def fit(self: Any, jobs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = original(self, jobs)
+        seconds = time.perf_counter() - t0
+        examples = 0
+        for job in jobs:
+            plan, rows = job.plan, len(job.client.arrays.x_train)
+            examples += plan.steps * plan.batch_size if plan.repeats else plan.epochs * rows
+        flops = TRAIN_TO_FORWARD * forward_flops_per_example(self.inner) * examples
+        calls.append({"seconds": seconds, "flops": flops, "mode": self.mode})
+        return out
+
+    cohort.CohortTrainer.fit = fit
+    fedglobal.simulate(config, output_dir=output_dir, quiet=True)
+    print(json.dumps({"peak_flops": peak, "calls": calls}))
+
+
+def section_hardware(folder: Path, results: dict) -> None:
+    rows = []
+    out: dict[str, Any] = {}
+    for name, raw in (("W1", WORKLOAD), ("CNN", CNN_WORKLOAD)):
+        config = _toml(raw, folder, f"hardware-{name}")
+        r = _child(["hardware", str(config), "--output-dir", str(folder / "runs")])
+        calls = r["calls"]
+        if not calls:
+            rows.append((f"{name}", "no cohort training (fell back to Keras fit)"))
+            continue
+        flops = sum(c["flops"] for c in calls)
+        seconds = sum(c["seconds"] for c in calls)
+        warm = calls[1:] or calls  # the first call compiles the program
+        warm_rate = sum(c["flops"] for c in warm) / sum(c["seconds"] for c in warm)
+        out[name] = {**r, "achieved": flops / seconds, "achieved_warm": warm_rate}
+        peak = r["peak_flops"]
+        rows += [
+            (f"{name}: dense matmul peak (1024², XLA)", f"{peak / 1e9:.1f} GFLOP/s"),
+            (
+                f"{name}: cohort training ({calls[0]['mode']}), all rounds",
+                f"{flops / seconds / 1e9:.2f} GFLOP/s = {flops / seconds / peak:.1%} of peak",
+            ),
+            (
+                f"{name}:   without the first (compiling) round",
+                f"{warm_rate / 1e9:.2f} GFLOP/s = {warm_rate / peak:.1%} of peak",
+            ),
+        ]
+    results["hardware"] = out
+    _print("0b. close to the hardware: cohort training's FLOP/s against a dense matmul", rows)
+
+
 def _rounds_s(r: dict) -> float:
     """Seconds of rounds 1.. (round 0, the schema and first evaluation, waits for the
     spawned workers to import TensorFlow)."""
@@ -474,14 +643,15 @@ def _times(r: dict) -> str:
 
 
 def section_workers(folder: Path, results: dict) -> None:
-    seq = results.get("cohort", {}).get("sequential") or _run(WORKLOAD, folder, "sequential")
-    two = _run(_merge(WORKLOAD, experiment={"workers": 2}), folder, "workers2")
+    sequential = _merge(WORKLOAD, client={"cohort": False})
+    seq = results.get("cohort", {}).get("sequential") or _run(sequential, folder, "sequential")
+    two = _run(_merge(sequential, experiment={"workers": 2}), folder, "workers2")
     # Wall time as a user runs it: the timed child above imports the apps before the
     # run starts (to time the import), so its workers=2 worker only starts importing
     # TensorFlow after that; `fedglobal simulate` starts the worker first.
-    cli0 = _console(WORKLOAD, folder, "workers0-cli", "inprocess")
+    cli0 = _console(sequential, folder, "workers0-cli", "inprocess")
     cli2 = _console(
-        _merge(WORKLOAD, experiment={"workers": 2}), folder, "workers2-cli", "inprocess"
+        _merge(sequential, experiment={"workers": 2}), folder, "workers2-cli", "inprocess"
     )
     results["workers"] = {"workers0": seq, "workers2": two, "cli0": cli0, "cli2": cli2}
     _print(
@@ -697,6 +867,9 @@ def main(argv: list[str] | None = None) -> int:
         a = p.parse_args(argv)
         child_run(a.configs, a.output_dir, a.engine)
         exit_now(0)  # as the console script ends (fedglobal.fast_exit)
+    if argv and argv[0] == "hardware":
+        child_hardware(argv[1], argv[3])
+        exit_now(0)
     if argv and argv[0] == "aggregation":
         child_aggregation(int(argv[1]), int(argv[2]))
         exit_now(0)
@@ -722,7 +895,11 @@ def main(argv: list[str] | None = None) -> int:
             if section not in only or section in skip:
                 continue
             t0 = time.perf_counter()
-            if section == "engines":
+            if section == "defaults":
+                section_defaults(folder, results)
+            elif section == "hardware":
+                section_hardware(folder, results)
+            elif section == "engines":
                 section_engines(folder, results, skip_ray="ray" in skip)
             elif section == "cohort":
                 section_cohort(folder, results)

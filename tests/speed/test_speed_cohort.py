@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clients.cohort import CohortJob, Unsupported, trainer_for
+from clients import cohort
+from clients.cohort import GRAPH, PER_REGION, CohortJob, Unsupported, trainer_for
 from clients.regional import RegionalClient
 from fedglobal import data
 from fedglobal.config import load_config
@@ -188,7 +189,65 @@ def test_embedding(csv, optimizer):
 
 def test_conv_and_batchnorm(csv):
     _, clients = setup(csv, {"name": "speedtest_conv"}, optimizer="adam")
-    compare(clients)
+    trainer = compare(clients)
+    assert trainer.mode == GRAPH  # convolutions: TensorFlow's kernels (cohort.modes)
+
+
+@register("speedtest_conv_variants")
+def _conv_variants_model(config, schema):
+    """Strides, valid padding, dilation and a bias: every branch of the im2col rewrite."""
+    inputs = keras.Input(shape=(schema.input_dim,), name="features")
+    x = keras.layers.Reshape((28, 28, 1), name="image")(inputs)
+    x = keras.layers.Conv2D(3, 3, strides=2, padding="same", name="strided")(x)
+    x = keras.layers.Conv2D(2, (3, 2), padding="valid", dilation_rate=2, name="dilated")(x)
+    x = keras.layers.Conv2D(2, 2, strides=(2, 1), padding="valid", name="valid")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    return keras.Model(inputs, keras.layers.Dense(schema.num_classes, "softmax", name="output")(x))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three regions of 28x28 images (784 features), ragged."""
+    rng = np.random.default_rng(1)
+    frames = []
+    for i, n in enumerate((11, 6, 9)):
+        x = rng.normal(size=(n, 784)).round(3)
+        y = (x[:, :392].sum(axis=1) > 0).astype(int) + (i == 2)
+        frame = pd.DataFrame(x, columns=[f"p{j}" for j in range(784)])
+        frame.insert(0, "r", f"r{i}")
+        frame["y"] = y
+        frames.append(frame)
+    path = tmp_path_factory.mktemp("images") / "images.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("model", "optimizer"),
+    [
+        ({"name": "cnn", "filters": [3, 4], "hidden": [5]}, "adam"),
+        # SGD: the conv bias before BatchNorm has a true gradient of 0 (see above)
+        ({"name": "cnn", "filters": [2], "hidden": [], "batch_norm": True}, "sgd"),
+        ({"name": "speedtest_conv_variants"}, "adam"),
+    ],
+)
+def test_conv_models_fully_vectorised(images, model, optimizer):
+    """The zoo's CNN (with and without BatchNorm) and strided / dilated / valid convolutions:
+    same weights as Keras fit, in the graph program (cohort.modes)."""
+    _, clients = setup(images, model, optimizer=optimizer, learning_rate=0.01)
+    trainer = compare(clients, atol=2e-5)
+    assert trainer.mode == GRAPH
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_region_by_region_program(csv, monkeypatch, optimizer):
+    """The XLA loop over regions (the fallback of models that do not vectorise): same
+    weights as Keras fit, ragged regions and a straggler that stops early included."""
+    monkeypatch.setattr(cohort, "modes", lambda model: (PER_REGION,))
+    _, clients = setup(csv, {"name": "mlp", "hidden": [5]}, optimizer=optimizer, epochs=2)
+    trainer = compare(clients)
+    assert trainer.mode == PER_REGION
+    compare(clients, local_steps=3)
 
 
 def test_recurrent(csv):
@@ -196,10 +255,32 @@ def test_recurrent(csv):
     compare(clients)
 
 
+@pytest.mark.parametrize(
+    "model", [{"name": "speedtest_dropout"}, {"name": "mlp", "hidden": [6], "dropout": 0.3}]
+)
+def test_dropout_equals_keras_fit_and_is_vectorised(csv, model):
+    """Dropout's masks come from a counter-based hash (clients.models.counter_uniform),
+    the same in Keras fit and in the cohort program, which stays vectorised."""
+    _, clients = setup(csv, model, optimizer="adam")
+    trainer = compare(clients)
+    assert trainer.vectorized
+
+
+def test_counter_uniform_is_uniform_and_seeded():
+    from clients.models import counter_uniform
+
+    u = counter_uniform(np.array([7, 0]), (200, 50)).numpy()
+    assert u.shape == (200, 50) and 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.005
+    assert np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1] < 0.02  # neighbours
+    np.testing.assert_array_equal(u, counter_uniform(np.array([7, 0]), (200, 50)).numpy())
+    assert (u != counter_uniform(np.array([7, 1]), (200, 50)).numpy()).mean() > 0.99
+    assert (u != counter_uniform(np.array([8, 0]), (200, 50)).numpy()).mean() > 0.99
+
+
 def test_dropout_trains_and_is_reproducible(csv):
-    """Dropout's masks come from TensorFlow's stateless random ops, which draw other
-    numbers under XLA than without: a cohort's masks differ from Keras fit's, so
-    no 1e-5 check here; but they are seeded by (seed, round, region) all the same."""
+    """Dropout's masks are seeded by (seed, round, region): the same round twice gives
+    the same weights, another round others."""
     _, clients = setup(csv, {"name": "speedtest_dropout"}, optimizer="sgd")
     weights = starts(clients[0], len(clients))
     jobs = [CohortJob(c, w, c.plan(3)) for c, w in zip(clients, weights, strict=True)]
@@ -213,6 +294,23 @@ def test_dropout_trains_and_is_reproducible(csv):
         assert any(not np.array_equal(a.weights[n], c.weights[n]) for n in a.weights)
 
 
+def experiment(csv, tmp_path, *, rounds, model):
+    """An end-to-end experiment on the three regions of ``csv``."""
+    return {
+        "experiment": {"rounds": rounds, "output_dir": str(tmp_path), "name": "cohort"},
+        "data": {
+            "source": f"csv:{csv}",
+            "region": "r",
+            "target": "y",
+            "task": "classification",
+            "min_region_rows": 2,
+        },
+        "model": {"name": model},
+        "strategy": {"min_available_clients": 3, "min_train_clients": 3},
+        "output": {"tensorboard": False, "plots": False},
+    }
+
+
 def test_unsupported_optimizer_option_is_refused(csv):
     _, clients = setup(csv, {"name": "logistic"}, gradient_accumulation_steps=2)
     with pytest.raises(Unsupported, match="gradient accumulation"):
@@ -223,24 +321,38 @@ def test_unsupported_model_falls_back_logs_and_still_trains(csv, tmp_path, caplo
     """End to end: a layer XLA cannot compile -> the log says so, the round trains."""
     import fedglobal
 
-    raw = {
-        "experiment": {"rounds": 1, "output_dir": str(tmp_path), "name": "fallback"},
-        "data": {
-            "source": f"csv:{csv}",
-            "region": "r",
-            "target": "y",
-            "task": "classification",
-            "min_region_rows": 2,
-        },
-        "model": {"name": "speedtest_unsupported"},
-        "client": {"batch_size": 4, "cohort": True},
-        "strategy": {"min_available_clients": 3, "min_train_clients": 3},
-        "output": {"tensorboard": False, "plots": False},
-    }
+    raw = experiment(csv, tmp_path, rounds=1, model="speedtest_unsupported")
+    raw["client"] = {"batch_size": 4, "cohort": True}
     with caplog.at_level(logging.INFO, logger="clients.cohort"):
         result = fedglobal.simulate(raw, quiet=True)
     assert any("one by one" in r.getMessage() for r in caplog.records), caplog.text
     assert result.history[result.history["round"] == 1].shape[0] > 0
+    training = result.summary["training"]
+    assert training["path"] == "keras-fit"
+    (reason,) = training["fallbacks"]
+    assert "does not compile as a cohort" in reason and training["fallbacks"][reason] == [1]
+
+
+@pytest.mark.parametrize(
+    ("cohort", "path", "reason"),
+    [("auto", "cohort", None), (False, "keras-fit", "client.cohort = false")],
+)
+def test_run_records_which_path_trained_each_round(csv, tmp_path, cohort, path, reason):
+    """rounds.csv (trained_by, fallback_reason) and summary.json's training say which path
+    trained each round, and why not the cohort; the default is the cohort."""
+    import fedglobal
+
+    raw = experiment(csv, tmp_path, rounds=2, model="logistic")
+    if cohort != "auto":
+        raw["client"] = {"cohort": cohort}
+    result = fedglobal.simulate(raw, quiet=True)
+    assert result.config.client.cohort == cohort
+    rounds = pd.read_csv(result.run_dir / "rounds.csv")
+    trained = rounds[rounds["round"] >= 1]
+    assert list(trained["trained_by"]) == [path, path]
+    training = result.summary["training"]
+    assert training["path"] == path and training["by_round"] == {"1": path, "2": path}
+    assert training["fallbacks"] == ({reason: [1, 2]} if reason else {})
 
 
 @register("speedtest_unsupported")

@@ -76,24 +76,43 @@ def test_fedper_evaluates_each_region_with_its_own_head(three_regions, tmp_path)
     )
 
 
-def test_fedprox_mu_and_straggler_steps_reach_the_clients(three_regions, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cohort", [False, "auto"])
+def test_fedprox_mu_and_straggler_steps_reach_the_clients(
+    three_regions, tmp_path, monkeypatch, cohort
+):
+    """Both training paths get FedProx's mu and the stragglers' local steps: Keras fit
+    (cohort = false) and cohort training (the default), one call per region and round."""
+    from clients.cohort import CohortTrainer
     from clients.regional import RegionalClient
 
     calls = []
     original = RegionalClient.fit
+    original_cohort = CohortTrainer.fit
 
     def spy(self, weights, server_round, **kwargs):
         calls.append((server_round, self.region, kwargs))
         return original(self, weights, server_round, **kwargs)
 
+    def spy_cohort(self, jobs):
+        for job in jobs:
+            steps = job.plan.steps if job.plan.steps < job.client.full_steps() else None
+            kwargs = {"proximal_mu": job.proximal_mu, "local_steps": steps}
+            calls.append((spy_cohort.round, job.client.region, kwargs))
+        spy_cohort.round += 1
+        return original_cohort(self, jobs)
+
+    spy_cohort.round = 1
     monkeypatch.setattr(RegionalClient, "fit", spy)
+    monkeypatch.setattr(CohortTrainer, "fit", spy_cohort)
     strategy = {
         "name": "fedprox",
         "proximal_mu": 0.1,
         "stragglers": 0.5,
         "straggler_max_steps": 2,
     }
-    result = fedglobal.simulate(experiment(three_regions, tmp_path, strategy), quiet=True)
+    raw = experiment(three_regions, tmp_path, strategy)
+    raw["client"]["cohort"] = cohort
+    result = fedglobal.simulate(raw, quiet=True)
     assert len(calls) == 3 * ROUNDS
     assert all(kw["proximal_mu"] == 0.1 for _, _, kw in calls)
     for server_round in range(1, ROUNDS + 1):
