@@ -544,12 +544,8 @@ def run_fedglobal(job: Job, toml: Path, folder: Path, cache: Path | None) -> Mea
     extra = {"run_dir": str(run_dir), "trained": trained_regions(run_dir)}
     summary = run_dir / "summary.json"
     if summary.is_file():
-        # which training path ran (cohort or one by one), as summary.json records it
-        extra["summary"] = {
-            k: v
-            for k, v in json.loads(summary.read_text()).items()
-            if "cohort" in k or "path" in k or "fallback" in k
-        }
+        # which path trained the rounds (cohort or one by one) and why
+        extra["training"] = json.loads(summary.read_text()).get("training")
     return Measurement(wall, rss, fedglobal_accuracy(run_dir), extra=extra)
 
 
