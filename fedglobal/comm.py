@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
+from fedglobal.protocol import BOOKKEEPING_KEYS, TRAINED_BY_KEY, WHY_KEY
 
 __all__ = ["CommCounts", "CountingGrid", "TrainingPaths", "message_bytes"]
 
@@ -46,12 +46,16 @@ def _config_bytes(record: ConfigRecord) -> int:
 
     An empty list counts as its key only (e.g. ``local-layers = []`` on a round
     where a layerwise strategy keeps no layer local).
+
+    The simulator's bookkeeping (``fedglobal.protocol.BOOKKEEPING_KEYS``: where and
+    how a region trained) is not counted: it differs by engine, and sizes (hence
+    rounds.csv and the simulated clock) must not.
     """
     empty = [k for k, v in record.items() if isinstance(v, list) and not v]
-    if not empty:
+    if not empty and not BOOKKEEPING_KEYS.intersection(record.keys()):
         return record.count_bytes()
-    rest = ConfigRecord({k: v for k, v in record.items() if k not in empty})
-    return rest.count_bytes() + sum(len(k) for k in empty)
+    rest = {k: v for k, v in record.items() if k not in empty and k not in BOOKKEEPING_KEYS}
+    return (ConfigRecord(rest).count_bytes() if rest else 0) + sum(len(k) for k in empty)
 
 
 def _content_bytes(content: RecordDict) -> tuple[int, int]:

@@ -19,13 +19,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from fedglobal.protocol import HOST_KEY, PID_KEY, PLACEMENT_KEYS, RAY_IP_KEY, RAY_NODE_KEY
+
 __all__ = ["HOST_KEY", "PID_KEY", "RAY_IP_KEY", "RAY_NODE_KEY", "describe", "here"]
 
-HOST_KEY = "host"
-PID_KEY = "pid"
-RAY_NODE_KEY = "ray-node"
-RAY_IP_KEY = "ray-ip"
-KEYS = (HOST_KEY, PID_KEY, RAY_NODE_KEY, RAY_IP_KEY)
+KEYS = PLACEMENT_KEYS
 
 
 def here() -> dict[str, str | int]:

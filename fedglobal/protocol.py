@@ -5,10 +5,31 @@ One home for the names both sides spell, so that a key is written once.
 
 from __future__ import annotations
 
-__all__ = ["TRAINED_BY_KEY", "WHY_KEY"]
+__all__ = [
+    "BOOKKEEPING_KEYS",
+    "HOST_KEY",
+    "PID_KEY",
+    "PLACEMENT_KEYS",
+    "RAY_IP_KEY",
+    "RAY_NODE_KEY",
+    "TRAINED_BY_KEY",
+    "WHY_KEY",
+]
 
 #: In a train reply's ``meta``: which path trained the region's round
 #: (``"cohort"``: one XLA program for the round's regions; ``"keras-fit"``: Keras
 #: ``fit``, region by region) and, for Keras ``fit``, why the cohort path did not.
 TRAINED_BY_KEY = "trained-by"
 WHY_KEY = "why"
+
+#: In a train reply's ``meta``: where the region trained (fedglobal.placement).
+HOST_KEY = "host"
+PID_KEY = "pid"
+RAY_NODE_KEY = "ray-node"
+RAY_IP_KEY = "ray-ip"
+PLACEMENT_KEYS = (HOST_KEY, PID_KEY, RAY_NODE_KEY, RAY_IP_KEY)
+
+#: The simulator's own bookkeeping in a reply's ``meta`` (where and how a region
+#: trained): not counted in message sizes (rounds.csv bytes, the simulated clock),
+#: since it is not the federation's traffic and differs by engine.
+BOOKKEEPING_KEYS = frozenset({TRAINED_BY_KEY, WHY_KEY, *PLACEMENT_KEYS})

@@ -563,10 +563,10 @@ def section_defaults(folder: Path, results: dict, repeats: int = 3) -> None:
 def child_hardware(config: str, output_dir: str) -> None:
     """A dense matmul's FLOP/s, then one run's cohort training FLOP/s (JSON line)."""
     import tensorflow as tf
-    from fedglobal.geo.compute import TRAIN_TO_FORWARD, forward_flops_per_example
 
     import fedglobal
     from clients import cohort
+    from fedglobal.geo.compute import TRAIN_TO_FORWARD, forward_flops_per_example
 
     n = 1024
     a = tf.random.stateless_normal([n, n], seed=[1, 2])
