@@ -29,7 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 import fedglobal
 from fedglobal.engines import inprocess
-from fedglobal.protocol import WHY_KEY
+from fedglobal.protocol import BOOKKEEPING_KEYS
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +78,7 @@ def _check_no_rows_cross(
     smallest_region = int(rows.groupby("region").size().min())
     row_values = set(rows[["x1", "x2", "y"]].to_numpy(np.float64).ravel().tolist())
     row_values32 = {float(np.float32(v)) for v in row_values}
-    # + which path trained a region and why not the cohort (fedglobal.protocol): code's words
-    allowed_strings = set(rows.columns) | set(rows.region) | {"cohort", "keras-fit"}
+    allowed_strings = set(rows.columns) | set(rows.region)
     assert sent and received and len(received) == len(sent)
     for message in [*sent, *received]:
         if not message.has_content():
@@ -102,8 +101,9 @@ def _check_no_rows_cross(
                     items = value if isinstance(value, list) else [value]
                     assert len(items) < smallest_region, f"{name}/{key}: {len(items)} items"
                     for item in items:
-                        if key == WHY_KEY:
-                            assert isinstance(item, str) and item not in set(rows.region)
+                        if key in BOOKKEEPING_KEYS:  # where and how it trained: no data
+                            assert isinstance(item, str | int), f"{name}/{key} = {item!r}"
+                            assert str(item) not in set(rows.region), f"{name}/{key}"
                         elif isinstance(item, str):
                             assert item in allowed_strings, f"{name}/{key} = {item!r}"
                         else:
