@@ -6,10 +6,10 @@ import copy
 
 import pandas as pd
 import pytest
-from engine_helpers import run_cli, write_experiment
 
 import fedglobal
 from fedglobal.results import load_run
+from tests.engines.engine_helpers import run_cli, write_experiment
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import copy
 
 import pandas as pd
 import pytest
-from engine_helpers import REGIONS
 
 import fedglobal
 from fedglobal.errors import ConfigError, EngineError
+from tests.engines.engine_helpers import REGIONS
 
 pytestmark = pytest.mark.slow
 
