@@ -44,7 +44,10 @@ VERBOSE_ENV = "FEDGLOBAL_VERBOSE"
 
 _NOTICE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] .*)$"
+    r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] .*"
+    # the second line of cpu_feature_guard's INFO notice
+    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate "
+    r"compiler flags\.)$"
 )
 
 
@@ -82,16 +85,33 @@ class _QuietLoader(importlib.abc.Loader):
             self.loader.exec_module(module)
 
 
+def _flush_stderr() -> None:
+    stream = sys.stderr
+    if stream is not None:
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 class _filtered_stderr:
     def __enter__(self) -> None:
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        self.captured = tempfile.TemporaryFile()
-        os.dup2(self.captured.fileno(), 2)
+        self.saved: int | None = None
+        try:
+            _flush_stderr()
+            self.captured = tempfile.TemporaryFile()
+            self.saved = os.dup(2)
+            os.dup2(self.captured.fileno(), 2)
+        except (OSError, ValueError):  # no usable stderr (a daemon): nothing to quiet
+            if self.saved is not None:
+                os.close(self.saved)
+                self.saved = None
 
     def __exit__(self, *exc: object) -> None:
+        if self.saved is None:
+            return
         try:
-            sys.stderr.flush()
+            _flush_stderr()
         finally:
             os.dup2(self.saved, 2)
             os.close(self.saved)
