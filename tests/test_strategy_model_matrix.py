@@ -59,12 +59,18 @@ def _experiment(folder: Path, table: Path, model: str, strategy: str) -> Path:
     return path
 
 
+#: The zoo's models: not those test modules register for their own checks (tests/speed
+#: registers ``speedtest_*`` models with fixed input shapes), which are in the registry
+#: when the whole suite is collected.
+ZOO = [name for name in available() if not name.startswith("speedtest_")]
+
+
 def test_the_matrix_covers_every_registered_name():
-    assert {"logistic", "mlp", "cnn"} <= set(available())
+    assert {"logistic", "mlp", "cnn"} <= set(ZOO)
     assert len(strategies.available()) >= 15
 
 
-@pytest.mark.parametrize("model", available())
+@pytest.mark.parametrize("model", ZOO)
 @pytest.mark.parametrize("strategy", strategies.available())
 def test_strategy_with_model_runs_or_ends_in_one_line(
     strategy, model, tiny_table, tmp_path, capsys
