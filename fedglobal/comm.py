@@ -15,9 +15,9 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from fedglobal.protocol import BOOKKEEPING_KEYS, TRAINED_BY_KEY, WHY_KEY
+from fedglobal.server_grid import DelegatingGrid
 
 __all__ = ["CommCounts", "CountingGrid", "TrainingPaths", "message_bytes"]
 
@@ -107,11 +107,11 @@ class TrainingPaths:
         return trained_by, why
 
 
-class CountingGrid(Grid):
+class CountingGrid(DelegatingGrid):
     """Delegates to ``grid`` and counts the bytes of messages sent and received."""
 
     def __init__(self, grid: Grid) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self.counts = CommCounts()
         self.paths = TrainingPaths()
         #: Bytes of each node's reply in the latest ``send_and_receive`` (the clock reads it).
@@ -138,29 +138,6 @@ class CountingGrid(Grid):
             self.counts.messages_received += 1
             self.paths.add(reply)
         return replies
-
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def get_nodes(self) -> Iterable[Any]:
-        return self._grid.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)

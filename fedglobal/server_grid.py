@@ -52,32 +52,18 @@ NO_REPLY = "no reply within"
 ATTEMPT_KEY = "attempt"
 
 
-class ServerGrid(Grid):
-    """Wraps an engine's Grid (see the module docstring)."""
+class DelegatingGrid(Grid):
+    """A Grid that hands every call of Flower's Grid interface to the grid it wraps.
 
-    def __init__(
-        self,
-        grid: Grid,
-        *,
-        minimum: Callable[[str], int] | None = None,
-        retries: int = 0,
-        poll_interval: float = 0.1,
-        max_poll_interval: float = 0.5,
-    ) -> None:
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
+    The server's Grid wrappers (:class:`ServerGrid`, :class:`fedglobal.comm.CountingGrid`,
+    :class:`fedglobal.geo.grid.ClockedGrid`) subclass it and override only what they add.
+
+    Args:
+        grid: the wrapped grid (an engine's, or another wrapper).
+    """
+
+    def __init__(self, grid: Grid) -> None:
         self._grid = grid
-        self._minimum = minimum
-        self._retries = retries
-        #: One entry per retry: round, stage, attempt, regions re-sent, their reasons.
-        self.retried: list[dict[str, Any]] = []
-        self._poll = poll_interval
-        self._max_poll = max_poll_interval
-        self.regions: dict[int, str] = {}
-        #: region -> (node id, where its latest train reply ran: :mod:`fedglobal.placement`)
-        self.trained_at: dict[str, tuple[int, dict]] = {}
-
-    # ---- delegated ---------------------------------------------------------------------
 
     def set_run(self, run: Run) -> None:
         self._grid.set_run(run)
@@ -104,6 +90,37 @@ class ServerGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class ServerGrid(DelegatingGrid):
+    """Wraps an engine's Grid (see the module docstring)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        *,
+        minimum: Callable[[str], int] | None = None,
+        retries: int = 0,
+        poll_interval: float = 0.1,
+        max_poll_interval: float = 0.5,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        super().__init__(grid)
+        self._minimum = minimum
+        self._retries = retries
+        #: One entry per retry: round, stage, attempt, regions re-sent, their reasons.
+        self.retried: list[dict[str, Any]] = []
+        self._poll = poll_interval
+        self._max_poll = max_poll_interval
+        self.regions: dict[int, str] = {}
+        #: region -> (node id, where its latest train reply ran: :mod:`fedglobal.placement`)
+        self.trained_at: dict[str, tuple[int, dict]] = {}
 
     # ---- send and receive --------------------------------------------------------------
 

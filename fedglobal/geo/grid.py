@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from fedglobal.comm import message_bytes
 from fedglobal.errors import RunError
 from fedglobal.geo.clock import AvailabilityError, SimClock, Work
+from fedglobal.server_grid import DelegatingGrid
 
 __all__ = ["LOCAL_STEPS_KEY", "OVERCOMMIT_STREAM", "ClockedGrid", "GeoRounds"]
 
@@ -83,43 +83,19 @@ class GeoRounds:
         return ClockedGrid(self, server_round, grid)
 
 
-class ClockedGrid(Grid):
+class ClockedGrid(DelegatingGrid):
     """One round's view of ``grid`` under the clock (see the module docstring)."""
 
     def __init__(self, rounds: GeoRounds, server_round: int, grid: Grid) -> None:
+        super().__init__(grid)
         self._rounds = rounds
         self._round = server_round
-        self._grid = grid
         self._available: list[int] | None = None
 
     def __getattr__(self, name: str) -> Any:  # region_of and whatever else the grid offers
         if name == "_grid":
             raise AttributeError(name)
         return getattr(self._grid, name)
-
-    # ---- delegated -----------------------------------------------------------------------
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
 
     # ---- availability --------------------------------------------------------------------
     def get_node_ids(self) -> Iterable[int]:
