@@ -60,7 +60,7 @@ import tensorflow as tf
 from flwr.app import Context, Message, MessageType
 from flwr.client.mod.utils import make_ffn
 
-from clients import paths
+from clients import node, paths
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
 from fedglobal import compile_cache
@@ -645,17 +645,17 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
     for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
         try:
             config = message.content["config"]
-            cfg = client_app.experiment_from(config)
+            cfg = node.experiment_from(config)
             if cfg.client.cohort is True:
                 level = logging.WARNING
             if cfg.client.callbacks:
                 with_callbacks.append(message)
                 continue  # Keras callbacks run in Keras fit: the per-message handler
-            client = client_app._client_for(message, context)
-            options = client_app.fit_options(config)
+            client = node.client_for(message, context)
+            options = node.fit_options(config)
             plan = client.plan(int(config["server-round"]), local_steps=options["local_steps"])
             job = CohortJob(
-                client, client_app._weights_for(message, context), plan, options["proximal_mu"]
+                client, node.weights_for(message, context), plan, options["proximal_mu"]
             )
         except Exception:  # the per-message handler reports it as it does
             continue
@@ -664,7 +664,7 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
     if with_callbacks:
         _fallback("[client] callbacks run in Keras fit", logging.INFO, with_callbacks)
     auto_single = all(
-        client_app.experiment_from(m.content["config"]).client.cohort == "auto" for m in messages
+        node.experiment_from(m.content["config"]).client.cohort == "auto" for m in messages
     )
     for (_, batch_size, proximal), members in groups.items():
         if auto_single and len(members) < 2:  # "auto": one region gains nothing over Keras fit
@@ -713,8 +713,8 @@ def evaluate_cohort(
     groups: list[tuple[Mapping[str, np.ndarray], list[tuple[int, RegionalClient]]]] = []
     for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
         try:
-            client = client_app._client_for(message, context)
-            weights = client_app._weights_for(message, context)
+            client = node.client_for(message, context)
+            weights = node.weights_for(message, context)
         except Exception:  # the per-message handler reports it as it does
             continue
         for group_weights, members in groups:

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
+from clients.node import experiment_from, meta_record, node_region
 from fedglobal.resume import RESTORE_QUERY, STATE_PREFIX, STATE_QUERY
 
 __all__ = ["RESTORE_QUERY", "STATE_PREFIX", "STATE_QUERY", "register"]
 
 
 def _meta(message: Message, context: Context) -> ConfigRecord:
-    from clients.app import _meta as meta_of
-    from clients.app import _region, experiment_from
-
     config = message.content["config"]
-    region, _ = _region(context, experiment_from(config))
-    return meta_of(region, config)
+    region, _ = node_region(context, experiment_from(config))
+    return meta_record(region, config)
 
 
 def client_state(message: Message, context: Context) -> Message:
