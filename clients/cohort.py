@@ -293,8 +293,10 @@ def modes(model: keras.Model) -> tuple[str, ...]:
     loaded machine: Keras ``fit`` region by region 1.19-1.32 s; in XLA,
     convolutions rewritten as im2col (strided slices and one batched matmul;
     Chellapilla et al. 2006) 1.46-3.6 s region by region and 3.2-3.9 s
-    vectorised; XLA's own convolution region by region 5.5-7.0 s; one grouped
-    convolution (``feature_group_count``) 3x slower than im2col; without XLA,
+    vectorised; XLA's own convolution region by region 5.5-7.0 s; in a
+    prototype step (10 regions, 32 and 64 filters) one grouped convolution
+    (``feature_group_count``) took 11.3 s against 3.5 s for XLA's loop over
+    regions and 0.8 s for im2col; without XLA,
     ``vectorized_map`` (its loop fallback for the convolutions) 1.0-2.0 s after
     a 13 s trace, and the graph's loop over regions 0.48-0.89 s after a 3 s
     trace (0.9-1.0 s one region at a time). So convolutional models take the
