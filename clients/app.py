@@ -25,10 +25,10 @@ from clients.node import (
     weights_for,
 )
 from clients.regional import EvaluateResult, FitResult, RegionalClient
-from fedglobal import data, metrics, placement
+from fedglobal import data, metrics
+from fedglobal.engines import placement
 from fedglobal.errors import DataError
-from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
-from fedglobal.weights import from_record, to_record
+from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY, from_record, to_record
 from strategies import compression
 
 #: The app's mods, in order; cohort training applies them to its replies too.
@@ -58,7 +58,7 @@ def local_layers(message: Message, context: Context) -> Message:
     """Send this region's own copy of the layers its strategy keeps local.
 
     The server asks at the end of a run (``[output] personal_models``,
-    :data:`fedglobal.monitor.LOCAL_LAYERS_QUERY`) with the layer names in the
+    :data:`fedglobal.server.monitor.LOCAL_LAYERS_QUERY`) with the layer names in the
     config key ``local-layers``. The reply holds those variables as this region
     last trained them (the state :func:`train_reply` keeps), and ``meta.region``.
 

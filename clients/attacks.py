@@ -232,7 +232,7 @@ def for_training(client: Any) -> Any:
 
 
 def _global_weights(message: Any) -> dict[str, np.ndarray]:
-    from fedglobal.weights import from_record
+    from fedglobal.protocol import from_record
 
     return from_record(message.content["arrays"])
 

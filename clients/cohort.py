@@ -63,7 +63,7 @@ from flwr.client.mod.utils import make_ffn
 from clients import node, paths
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
-from fedglobal import compile_cache
+from fedglobal.runtime import compile_cache
 
 log = logging.getLogger(__name__)
 

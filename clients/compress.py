@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
 from clients.mods import CLIPPING_NORM_KEY
 from fedglobal.config import ExperimentConfig
-from fedglobal.weights import from_record, to_record
+from fedglobal.protocol import from_record, to_record
 from strategies import compression
 
 log = logging.getLogger(__name__)

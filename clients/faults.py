@@ -47,7 +47,7 @@ KINDS = ("raise", "hang", "exit")
 STAGES = ("train", "evaluate", "query", "any")
 EXIT_CODE = 17
 _KEYS = ("region", "kind", "round", "stage", "attempt", "seconds")
-#: Message config key of the attempt number (set by fedglobal.server_grid on a retry).
+#: Message config key of the attempt number (set by fedglobal.server.grid on a retry).
 ATTEMPT_KEY = "attempt"
 
 

@@ -21,7 +21,7 @@ from clients.regional import RegionalClient
 from fedglobal import data
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
-from fedglobal.weights import from_record
+from fedglobal.protocol import from_record
 
 __all__ = [
     "CLIENT_CACHE_BYTES",

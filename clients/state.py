@@ -4,7 +4,7 @@ A regional client keeps state between rounds in its Flower ``context.state``:
 its own trained copy of local and interval-skipped layers (layerwise
 strategies) and its compression error-feedback residual. A resumed run must
 start with the same state for its rounds to equal the uninterrupted run's, so
-the server's checkpoint (:mod:`fedglobal.checkpoint`) asks each region for it:
+the server's checkpoint (:mod:`fedglobal.run.checkpoint`) asks each region for it:
 
 - ``query.client_state``: reply with every record of ``context.state`` (keys
   prefixed ``state/``) and the ``meta`` record naming the region;
@@ -19,7 +19,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.node import experiment_from, meta_record, node_region
-from fedglobal.resume import RESTORE_QUERY, STATE_PREFIX, STATE_QUERY
+from fedglobal.server.checkpointing import RESTORE_QUERY, STATE_PREFIX, STATE_QUERY
 
 __all__ = ["RESTORE_QUERY", "STATE_PREFIX", "STATE_QUERY", "register"]
 

@@ -16,9 +16,9 @@ from fedglobal.errors import (
     ModelError,
     RunError,
 )
-from fedglobal.quiet import install as _quiet_tensorflow_start
+from fedglobal.runtime.quiet import install as _quiet_tensorflow_start
 
-_quiet_tensorflow_start()  # TensorFlow's C++ start-up notices off the console (fedglobal.quiet)
+_quiet_tensorflow_start()  # TensorFlow C++ start-up notices off the console (runtime.quiet)
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,7 @@ def __getattr__(name: str):  # lazy: keep `import fedglobal` free of TensorFlow
 
         return simulate
     if name in ("Result", "load_run"):
-        from fedglobal import results
+        from fedglobal.run import results
 
         return getattr(results, name)
     raise AttributeError(f"module 'fedglobal' has no attribute {name!r}")

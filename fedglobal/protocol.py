@@ -1,9 +1,15 @@
-"""What crosses the wire between the ServerApp and the ClientApp: record keys.
+"""What crosses the wire between the ServerApp and the ClientApp.
 
-One home for the names both sides spell, so that a key is written once.
+One home for the names both sides spell, so that a key is written once, and for
+named weights <-> Flower ArrayRecord (DESIGN.md, decision 1).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
 
 __all__ = [
     "BOOKKEEPING_KEYS",
@@ -14,6 +20,8 @@ __all__ = [
     "RAY_NODE_KEY",
     "TRAINED_BY_KEY",
     "WHY_KEY",
+    "from_record",
+    "to_record",
 ]
 
 #: In a train reply's ``meta``: which path trained the region's round
@@ -22,7 +30,7 @@ __all__ = [
 TRAINED_BY_KEY = "trained-by"
 WHY_KEY = "why"
 
-#: In a train reply's ``meta``: where the region trained (fedglobal.placement).
+#: In a train reply's ``meta``: where the region trained (fedglobal.engines.placement).
 HOST_KEY = "host"
 PID_KEY = "pid"
 RAY_NODE_KEY = "ray-node"
@@ -33,3 +41,13 @@ PLACEMENT_KEYS = (HOST_KEY, PID_KEY, RAY_NODE_KEY, RAY_IP_KEY)
 #: trained): not counted in message sizes (rounds.csv bytes, the simulated clock),
 #: since it is not the federation's traffic and differs by engine.
 BOOKKEEPING_KEYS = frozenset({TRAINED_BY_KEY, WHY_KEY, *PLACEMENT_KEYS})
+
+
+def to_record(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """An ArrayRecord keyed by variable path, in the given order."""
+    return ArrayRecord({name: Array(np.asarray(value)) for name, value in weights.items()})
+
+
+def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The named numpy arrays carried in an ArrayRecord, in order."""
+    return {name: array.numpy() for name, array in record.items()}

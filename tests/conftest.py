@@ -23,7 +23,7 @@ os.environ["TMPDIR"] = _SESSION_TMP
 tempfile.tempdir = _SESSION_TMP
 atexit.register(shutil.rmtree, _SESSION_TMP, True)
 
-# The session's own XLA program cache (fedglobal/compile_cache.py), not the user's.
+# The session's own XLA program cache (fedglobal/runtime/compile_cache.py), not the user's.
 _XLA_CACHE = tempfile.mkdtemp(prefix="fedglobal-test-xla-")
 os.environ.setdefault("FEDGLOBAL_COMPILE_CACHE", _XLA_CACHE)
 atexit.register(shutil.rmtree, _XLA_CACHE, True)

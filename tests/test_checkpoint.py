@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 import fedglobal
-from fedglobal import checkpoint
 from fedglobal.errors import CheckpointError, ConfigError
+from fedglobal.run import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -274,7 +274,7 @@ def test_a_corrupt_checkpoint_is_refused(finished_run, tmp_path, how):
 
 
 def test_a_corrupt_checkpoint_is_refused_by_the_cli(finished_run, tmp_path, capsys):
-    from fedglobal.cli import main
+    from fedglobal.cli.main import main
 
     run_dir = _corrupt_copy(finished_run, tmp_path, "flip")
     (run_dir / checkpoint.PREVIOUS).unlink()
@@ -286,7 +286,7 @@ def test_a_corrupt_checkpoint_is_refused_by_the_cli(finished_run, tmp_path, caps
 
 
 def test_resume_from_a_folder_without_checkpoint_is_refused(finished_run, tmp_path, capsys):
-    from fedglobal.cli import main
+    from fedglobal.cli.main import main
 
     experiment = finished_run.parent.parent / "fedadam.toml"
     code = main(["simulate", str(experiment), "--resume", str(tmp_path)])
@@ -308,7 +308,7 @@ def _copy(finished_run: Path, tmp_path: Path) -> Path:
 
 def test_resume_from_the_run_folder_alone_extends_the_run(finished_run, tmp_path, capsys):
     """``fedglobal simulate --resume RUN --set experiment.rounds=N``: no experiment file."""
-    from fedglobal.cli import main
+    from fedglobal.cli.main import main
 
     run_dir = _copy(finished_run, tmp_path)
     code = main(["simulate", "--resume", str(run_dir), "--set", f"experiment.rounds={ROUNDS + 1}"])
@@ -335,7 +335,7 @@ def test_resume_with_the_file_but_not_the_first_runs_overrides(finished_run, tmp
 
 
 def test_simulate_without_experiment_or_resume_is_a_usage_error(capsys):
-    from fedglobal.cli import main
+    from fedglobal.cli.main import main
 
     with pytest.raises(SystemExit) as exited:
         main(["simulate"])

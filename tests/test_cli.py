@@ -67,7 +67,7 @@ def test_usage_errors_and_help_exit_as_argparse_does():
 def test_quick_exit_runs_exit_handlers_and_flushes_buffered_output():
     code = (
         "import atexit, sys\n"
-        "from fedglobal.fast_exit import exit_now\n"
+        "from fedglobal.runtime.fast_exit import exit_now\n"
         "atexit.register(print, 'handler ran', file=sys.stderr)\n"
         "print('buffered', end='')\n"
         "exit_now(3)\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fedglobal import cli
+from fedglobal.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "experiments" / "quickstart.toml")

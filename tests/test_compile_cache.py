@@ -1,4 +1,4 @@
-"""The persistent XLA program cache (fedglobal/compile_cache.py).
+"""The persistent XLA program cache (fedglobal/runtime/compile_cache.py).
 
 Programs are compiled in fresh interpreters (TensorFlow reads TF_XLA_FLAGS once
 per process); the folder handling runs here on temporary folders.
@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import tomli_w
 
-from fedglobal import compile_cache
+from fedglobal.runtime import compile_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 
 COMPILE = """
 import json, os
-from fedglobal import compile_cache
+from fedglobal.runtime import compile_cache
 private = compile_cache.enable()
 before = {p.name: p.stat().st_nlink for p in private.iterdir()}
 import tensorflow as tf

@@ -6,7 +6,7 @@ import pytest
 
 from fedglobal.config import load_config
 from fedglobal.errors import ConfigError
-from fedglobal.preflight import check_enough_regions
+from fedglobal.runtime.preflight import check_enough_regions
 
 
 @pytest.mark.parametrize(("name", "needed"), [("krum", 5), ("multikrum", 5), ("bulyan", 7)])

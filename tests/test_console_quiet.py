@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedglobal.quiet import is_notice
+from fedglobal.runtime.quiet import is_notice
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import pytest
 import tomli_w
 
 import strategies
-from fedglobal import cli
+from fedglobal.cli import main as cli
 from fedglobal.models import available
 
 pytestmark = pytest.mark.slow

@@ -64,8 +64,8 @@ def run_deployment(cfg, clientapp: str, out: Path, quiet: bool) -> dict:
     from fedglobal import data
     from fedglobal.engines.deployment import LoopbackDeployment
     from fedglobal.engines.flower import CONNECTION, flwr
-    from fedglobal.results import load_run
-    from fedglobal.run_folder import new_run_dir
+    from fedglobal.run.folder import new_run_dir
+    from fedglobal.run.results import load_run
 
     t0 = time.perf_counter()
     cfg = cfg.replace({"experiment.engine": "deployment", "engine.clientapp": clientapp})

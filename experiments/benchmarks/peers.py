@@ -341,7 +341,7 @@ def export(toml: Path, out: Path) -> dict[str, Any]:
 
     from fedglobal import data
     from fedglobal.config import load_config
-    from fedglobal.server_app import initial_weights
+    from fedglobal.server.app import initial_weights
 
     cfg = load_config(str(toml))
     regions = sorted(data.list_regions(cfg), key=str)

@@ -29,7 +29,7 @@ Sections (each runs in fresh subprocesses, so start-up and memory are its own):
   accuracy (in-process over 3 seeds, to show the seed noise). Both are timed as a
   user runs them, the ``fedglobal simulate`` command from launch to exit; the
   in-process command five times with an empty XLA compile cache and five times
-  with a warm one (fedglobal/compile_cache.py; median and range: these
+  with a warm one (fedglobal/runtime/compile_cache.py; median and range: these
   machines are noisy);
 - ``cohort``: sequential training (Keras ``fit`` on the compiled-once model) against
   cohort training (one XLA program per round), time spent training and whole run;
@@ -127,7 +127,7 @@ def _timed(
     """Run ``command`` from the repository root; its stdout and wall seconds.
 
     XLA programs are compiled from scratch (an empty compile cache of its own,
-    fedglobal/compile_cache.py) unless ``cache`` names a folder to share.
+    fedglobal/runtime/compile_cache.py) unless ``cache`` names a folder to share.
     """
     with tempfile.TemporaryDirectory(prefix="fedglobal-xla-") as cold:
         env = {
@@ -188,7 +188,7 @@ def child_run(configs: list[str], output_dir: str, engine: str) -> None:
     import fedglobal
     from fedglobal.engines import load_component, pool
 
-    load_component("fedglobal.server_app:app")
+    load_component("fedglobal.server.app:app")
     load_component("clients.app:app")
     imported = time.perf_counter()
     train = {"seconds": 0.0, "depth": 0}
@@ -855,7 +855,7 @@ def section_communication(folder: Path, results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedglobal.fast_exit import exit_now
+    from fedglobal.runtime.fast_exit import exit_now
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
@@ -866,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--engine", default="inprocess")
         a = p.parse_args(argv)
         child_run(a.configs, a.output_dir, a.engine)
-        exit_now(0)  # as the console script ends (fedglobal.fast_exit)
+        exit_now(0)  # as the console script ends (fedglobal.runtime.fast_exit)
     if argv and argv[0] == "hardware":
         child_hardware(argv[1], argv[3])
         exit_now(0)

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import fedglobal
-from fedglobal.quiet import quiet_environment
+from fedglobal.runtime.quiet import quiet_environment
 
 quiet_environment()  # TensorFlow's C++ logs off, as in the fedglobal commands
 

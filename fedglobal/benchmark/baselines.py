@@ -38,7 +38,7 @@ import pandas as pd
 
 from fedglobal import data, metrics
 from fedglobal.config import ExperimentConfig
-from fedglobal.history import ALL, COLUMNS
+from fedglobal.server.history import ALL, COLUMNS
 
 __all__ = ["BaselineRun", "run_centralised", "run_local_only"]
 
@@ -62,7 +62,7 @@ def _regional_client_class() -> type:
 
 def _prepare(cfg: ExperimentConfig) -> tuple[list[str], dict[str, data.RegionArrays], Any, dict]:
     """Regions, their encoded arrays, the federated schema and the initial weights."""
-    from fedglobal.server_app import initial_weights
+    from fedglobal.server.app import initial_weights
 
     regions = data.list_regions(cfg)
     tables = {r: data.load_region(cfg, r) for r in regions}

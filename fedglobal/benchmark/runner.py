@@ -29,7 +29,7 @@ strategy, a run that lost too many clients) is caught and recorded; the grid
 goes on. ``KeyboardInterrupt`` stops the grid after writing what finished.
 
 Bytes per round. Measured when the run folder has ``rounds.csv`` (the
-ServerApp's counting Grid, :mod:`fedglobal.comm`): every record of every
+ServerApp's counting Grid, :mod:`fedglobal.server.comm`): every record of every
 message sent and received in the round (weights, configs, metrics), averaged
 over rounds 1..R in the summary (``bytes_source = measured``). Otherwise
 computed (``computed``): the model's named arrays serialised as Flower does
@@ -233,7 +233,7 @@ def _sample_size(n: int, fraction: float, minimum: int) -> int:
 
 
 def _model_bytes(run_dir: Path) -> int:
-    from fedglobal.weights import to_record
+    from fedglobal.protocol import to_record
 
     with np.load(run_dir / "checkpoint.npz") as ckpt:
         weights = {k: ckpt[k] for k in ckpt.files if not k.startswith("__")}
@@ -260,7 +260,7 @@ def _bytes_per_round(cfg: ExperimentConfig, run_dir: Path, num_regions: int) -> 
 def _measured_bytes(run_dir: Path) -> pd.Series | None:
     """Bytes sent + received per round, as counted on the wire (``rounds.csv``), if any.
 
-    The ServerApp's counting Grid (:mod:`fedglobal.comm`) adds up every record of
+    The ServerApp's counting Grid (:mod:`fedglobal.server.comm`) adds up every record of
     every message (weights, configs, metrics); older run folders lack the file.
     """
     path = run_dir / "rounds.csv"

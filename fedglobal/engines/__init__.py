@@ -10,11 +10,11 @@ import importlib
 import sys
 from typing import Any
 
-from fedglobal import compile_cache
-from fedglobal.bulk_import import bulk_import
 from fedglobal.errors import EngineError
+from fedglobal.runtime import compile_cache
+from fedglobal.runtime.bulk_import import bulk_import
 
-SERVER_APP = "fedglobal.server_app:app"
+SERVER_APP = "fedglobal.server.app:app"
 CLIENT_APP = "clients.app:app"
 #: The ClientApp's batched entry point (cohort training and evaluation), used in-process.
 COHORT = "clients.cohort:run_cohort"
@@ -26,8 +26,8 @@ def load_component(reference: str) -> Any:
     """Load ``module:attribute`` (a Flower app component reference).
 
     A module's first import (the apps bring in TensorFlow and Keras) runs under
-    :func:`fedglobal.bulk_import.bulk_import`, after the process's XLA programs
-    are set to be cached across runs (:mod:`fedglobal.compile_cache`).
+    :func:`fedglobal.runtime.bulk_import.bulk_import`, after the process's XLA programs
+    are set to be cached across runs (:mod:`fedglobal.runtime.compile_cache`).
     """
     module_name, _, attribute = reference.partition(":")
     try:

@@ -6,7 +6,7 @@ engine (:mod:`fedglobal.engines.deployment`). Nothing here touches the user's
 
 - :class:`FlowerHome` is a private ``FLWR_HOME`` holding the Flower app that
   ``flwr run`` submits (a generated ``pyproject.toml`` whose components are
-  ``fedglobal.server_app:app`` and ``clients.app:app``, imported from the
+  ``fedglobal.server.app:app`` and ``clients.app:app``, imported from the
   installed packages; runtime dependency installation is always disabled),
   the SuperLink connection ``fedglobal`` and the run configs;
 - every process runs under a :class:`~fedglobal.engines.processes.Supervisor`
@@ -41,7 +41,7 @@ from fedglobal.engines.processes import (
 )
 from fedglobal.engines.tls import TlsFiles
 from fedglobal.errors import EngineError
-from fedglobal.quiet import verbose as verbose_console
+from fedglobal.runtime.quiet import verbose as verbose_console
 
 CONNECTION = "fedglobal"
 APP_NAME = "fedglobal-app"

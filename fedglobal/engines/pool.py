@@ -206,7 +206,7 @@ def _worker_main(
         except EOFError:
             request = None
         if request is None:  # stop: skip the ~1 s interpreter teardown the parent would wait for
-            from fedglobal.fast_exit import exit_now
+            from fedglobal.runtime.fast_exit import exit_now
 
             exit_now(0)
         env = request.get("env")

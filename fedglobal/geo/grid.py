@@ -1,7 +1,7 @@
 """The clock in the ServerApp: a view of the Grid for each round's train stage.
 
 :class:`GeoRounds` holds the :class:`~fedglobal.geo.clock.SimClock` and hands
-the round loop (:func:`fedglobal.rounds.run_rounds`) a :class:`ClockedGrid`
+the round loop (:func:`fedglobal.server.rounds.run_rounds`) a :class:`ClockedGrid`
 for each round's ``configure_train`` and train ``send_and_receive``. It sits
 above the engine's Grid, where the server sends and receives, so it is the
 same on every engine:
@@ -17,7 +17,7 @@ same on every engine:
   order, are sent the same instruction; the first ``m`` replies to arrive are
   returned to the strategy, the others are not.
 - Every train round is then timed from the real serialised sizes of the
-  messages (:func:`fedglobal.comm.message_bytes`, the bytes rounds.csv
+  messages (:func:`fedglobal.server.comm.message_bytes`, the bytes rounds.csv
   counts) and the steps each region was asked for.
 
 Evaluation messages pass through untouched and take no simulated time.
@@ -33,10 +33,10 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedglobal.comm import message_bytes
 from fedglobal.errors import RunError
 from fedglobal.geo.clock import AvailabilityError, SimClock, Work
-from fedglobal.server_grid import DelegatingGrid
+from fedglobal.server.comm import message_bytes
+from fedglobal.server.grid import DelegatingGrid
 
 __all__ = ["LOCAL_STEPS_KEY", "OVERCOMMIT_STREAM", "ClockedGrid", "GeoRounds"]
 

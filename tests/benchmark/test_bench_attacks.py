@@ -98,7 +98,7 @@ def test_poison_update_on_a_real_train_message(real_clients):
     from flwr.app import ConfigRecord, Message, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedglobal.weights import to_record
+    from fedglobal.protocol import to_record
 
     client = real_clients[0]
     start = client.get_weights()

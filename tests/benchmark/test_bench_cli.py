@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedglobal.cli import main
+from fedglobal.cli.main import main
 
 SUITE = (
     Path(__file__).resolve().parents[2] / "experiments" / "benchmarks" / "fedprox_synthetic.toml"

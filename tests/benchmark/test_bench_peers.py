@@ -60,7 +60,7 @@ def test_export_holds_fedglobal_rows_standardised_and_its_initial_model(peers, e
     on the raw encoded rows: same rows, same standardisation, same weights in order."""
     from fedglobal import data
     from fedglobal.config import load_config
-    from fedglobal.server_app import initial_weights
+    from fedglobal.server.app import initial_weights
 
     toml, npz, meta = exported
     cfg = load_config(str(toml))

@@ -112,7 +112,7 @@ def test_bytes_per_round_measured_and_model_size_times_messages(tiny_run):
     import numpy as np
 
     from fedglobal.benchmark.runner import _bytes_per_round
-    from fedglobal.weights import to_record
+    from fedglobal.protocol import to_record
 
     cell = next(c for c in tiny_run.cells if c.ok and c.cell.strategy.label == "FedAvg")
     with np.load(cell.run_dir / "checkpoint.npz") as ckpt:

@@ -70,7 +70,7 @@ def inprocess_run(tiny):
 @pytest.fixture(scope="session")
 def ray_run(tiny):
     """``fedglobal simulate tiny.toml --engine ray`` (the documented command), 2 rounds."""
-    from fedglobal.results import load_run
+    from fedglobal.run.results import load_run
 
     out = tiny["root"] / "ray"
     home = tiny["root"] / "home"  # a HOME of its own: the run must not create ~/.flwr
@@ -110,8 +110,8 @@ def deployment_run(tiny, tmp_path_factory):
     from fedglobal import data
     from fedglobal.config import load_config
     from fedglobal.engines.deployment import LoopbackDeployment
-    from fedglobal.results import load_run
-    from fedglobal.run_folder import new_run_dir
+    from fedglobal.run.folder import new_run_dir
+    from fedglobal.run.results import load_run
 
     root = tmp_path_factory.mktemp("deployment")
     source = root / "source.csv"

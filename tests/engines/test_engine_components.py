@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from fedglobal.bulk_import import bulk_import
 from fedglobal.engines import load_component
 from fedglobal.errors import EngineError
+from fedglobal.runtime.bulk_import import bulk_import
 
 FIRST_LOAD = """
 import gc, json

@@ -23,15 +23,15 @@ from fedglobal.engines.flower import list_supernodes
 from fedglobal.engines.processes import http_ok, wait_until
 from fedglobal.engines.tls import make_auth_keys
 from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY
-from fedglobal.results import load_run
-from fedglobal.run_folder import new_run_dir
+from fedglobal.run.folder import new_run_dir
+from fedglobal.run.results import load_run
 from tests.engines.engine_helpers import REGIONS, run_cli, write_experiment
 
 pytestmark = pytest.mark.slow
 
 #: What a client may put in a ConfigRecord: its region, the round, and the names
 #: of columns, categories and labels (statistics query); never values of rows.
-# + where the region trained (fedglobal.placement) and which path trained it, and why
+# + where the region trained (fedglobal.engines.placement) and which path trained it, and why
 # (fedglobal.protocol)
 CLIENT_CONFIG_KEYS = {
     "region",

@@ -30,7 +30,7 @@ from fedglobal.engines.processes import (
     http_ok,
     wait_until,
 )
-from fedglobal.run_folder import new_run_dir
+from fedglobal.run.folder import new_run_dir
 from tests.engines.engine_helpers import (
     FEDGLOBAL,
     REGIONS,

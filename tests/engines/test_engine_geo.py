@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import fedglobal
-from fedglobal.results import load_run
+from fedglobal.run.results import load_run
 from tests.engines.engine_helpers import run_cli, write_experiment
 
 pytestmark = pytest.mark.slow

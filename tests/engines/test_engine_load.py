@@ -22,8 +22,8 @@ from fedglobal import data
 from fedglobal.config import load_config
 from fedglobal.engines.deployment import LoopbackDeployment
 from fedglobal.engines.processes import owned_by, wait_until
-from fedglobal.results import load_run
-from fedglobal.run_folder import new_run_dir
+from fedglobal.run.folder import new_run_dir
+from fedglobal.run.results import load_run
 from tests.engines.engine_helpers import describe_pids, experiment, write_regions
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Secure by default: `fedglobal superlink`, `client` and `run` need certificates or --insecure.
 
-The refusals and warnings are checked in this process (``fedglobal.cli.main``,
+The refusals and warnings are checked in this process (``fedglobal.cli.main.main``,
 nothing is started); the accepted insecure path runs the real commands, each
 its own process: ``superlink --insecure``, ``client --insecure``, ``run --insecure``.
 """
@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from fedglobal import cli
+from fedglobal.cli import main as cli
 from fedglobal.config import load_config
 from fedglobal.engines import deployment
 from fedglobal.engines.deployment import export_region_files

@@ -10,7 +10,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedglobal.engines.inprocess import InProcessGrid
 from fedglobal.errors import RunError
-from fedglobal.server_grid import ServerGrid
+from fedglobal.server.grid import ServerGrid
 
 app = ClientApp()
 FAILING = {"asia"}

@@ -30,7 +30,7 @@ from fedglobal.engines.deployment import LoopbackDeployment
 from fedglobal.engines.flower import start_superlink
 from fedglobal.engines.processes import wait_until
 from fedglobal.errors import EngineError
-from fedglobal.run_folder import new_run_dir
+from fedglobal.run.folder import new_run_dir
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ import pytest
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from fedglobal.comm import CountingGrid, message_bytes
 from fedglobal.geo.availability import Window, parse_start
 from fedglobal.geo.clock import SimClock
 from fedglobal.geo.grid import GeoRounds
 from fedglobal.geo.places import Place
-from fedglobal.weights import to_record
+from fedglobal.protocol import to_record
+from fedglobal.server.comm import CountingGrid, message_bytes
 
 REGIONS = {1: "A", 2: "B", 3: "C", 4: "D"}
 

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from fedglobal.progress import RoundProgress, sim_duration
+from fedglobal.server.progress import RoundProgress, sim_duration
 
 
 def test_sim_duration_picks_a_readable_unit():

@@ -67,7 +67,7 @@ def test_the_run_folder_has_the_clock(overcommit_runs):
 
 
 def test_the_run_folder_keeps_its_schema(overcommit_runs):
-    from fedglobal.results import check_run
+    from fedglobal.run.results import check_run
 
     result = overcommit_runs[0]
     assert check_run(result.run_dir) == []
@@ -99,7 +99,7 @@ def test_a_region_without_coordinates_is_one_clear_line(quickstart_path, tmp_pat
 
 def test_the_report_shows_the_map_and_simulated_hours(overcommit_runs):
     from fedglobal.geo.outputs import run_geo_figures
-    from fedglobal.reporting.report import render_report
+    from fedglobal.run.report import render_report
 
     result = overcommit_runs[0]
     figures = run_geo_figures(result.run_dir, result.history, "r2")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from fedglobal import data
-from fedglobal.cli import main as cli_main
+from fedglobal.cli.main import main as cli_main
 from fedglobal.errors import RunError
-from fedglobal.export import FORMATS, export_model, load_export, load_model, personal_regions
-from fedglobal.monitor import LOCAL_LAYERS_QUERY
+from fedglobal.run.export import FORMATS, export_model, load_export, load_model, personal_regions
+from fedglobal.server.monitor import LOCAL_LAYERS_QUERY
 
 pytestmark = pytest.mark.slow
 

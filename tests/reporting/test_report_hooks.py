@@ -10,8 +10,8 @@ import pytest
 
 import fedglobal
 from fedglobal.errors import ConfigError
-from fedglobal.hooks import EarlyStopping, ServerHook, StopRun, as_hooks, current
-from fedglobal.results import check_run
+from fedglobal.run.results import check_run
+from fedglobal.server.hooks import EarlyStopping, ServerHook, StopRun, as_hooks, current
 
 # -- EarlyStopping on its own ---------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedglobal.cli import main as cli_main
-from fedglobal.reporting.report import write_report
+from fedglobal.cli.main import main as cli_main
+from fedglobal.run.report import write_report
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from fedglobal.config import load_config
-from fedglobal.reporting import plots
-from fedglobal.reporting.report import render_report
-from fedglobal.results import Result
+from fedglobal.run import plots
+from fedglobal.run.report import render_report
+from fedglobal.run.results import Result
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "experiments" / "quickstart.toml"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from fedglobal.progress import RoundProgress, TaskProgress, regions_text
+from fedglobal.server.progress import RoundProgress, TaskProgress, regions_text
 
 REGIONS = ["east", "north", "south", "west"]
 

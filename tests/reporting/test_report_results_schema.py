@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import fedglobal
-from fedglobal.results import HISTORY_COLUMNS, METRICS, SPLITS, SUMMARY_FIELDS, check_run
+from fedglobal.run.results import HISTORY_COLUMNS, METRICS, SPLITS, SUMMARY_FIELDS, check_run
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedglobal.results import check_run
-from fedglobal.tensorboard import read_scalars
+from fedglobal.run.results import check_run
+from fedglobal.server.tensorboard import read_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_plots_are_written_as_pngs(tiny_runs):
 
 
 def test_classification_plots_use_accuracy(tmp_path):
-    from fedglobal.reporting.plots import write_run_plots
+    from fedglobal.run.plots import write_run_plots
 
     rows = [
         (r, region, "test", metric, 0.5 + 0.1 * r)

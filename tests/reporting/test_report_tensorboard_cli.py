@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fedglobal.cli import main as cli_main
+from fedglobal.cli.main import main as cli_main
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedglobal.weights import to_record
+from fedglobal.protocol import to_record
 from strategies import compression
 from strategies.errors import StrategyError
 

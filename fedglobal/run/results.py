@@ -128,7 +128,7 @@ class Result:
 
     def personal_model(self, region: str) -> Any:
         """Region ``region``'s personalised ``keras.Model`` (its local layers on the global)."""
-        from fedglobal.export import load_model
+        from fedglobal.run.export import load_model
 
         return load_model(self, region=region)
 

@@ -13,8 +13,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fedglobal import cli_bench, cli_engines, cli_reports, quiet
+from fedglobal.cli import bench as cli_bench
+from fedglobal.cli import engines as cli_engines
+from fedglobal.cli import reports as cli_reports
 from fedglobal.errors import is_user_error, one_line, path_error
+from fedglobal.runtime import quiet
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,9 +126,9 @@ def console() -> None:
     """The ``fedglobal`` console script: :func:`main`, then a quick exit.
 
     The exit skips the interpreter's teardown (about 1 s with TensorFlow loaded;
-    see :mod:`fedglobal.fast_exit`) after running the exit handlers.
+    see :mod:`fedglobal.runtime.fast_exit`) after running the exit handlers.
     """
-    from fedglobal.fast_exit import exit_now
+    from fedglobal.runtime.fast_exit import exit_now
 
     try:
         code = main()

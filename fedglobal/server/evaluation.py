@@ -21,7 +21,7 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.data import RegionTable, Schema, encode
 from fedglobal.data.sources import read_source
 from fedglobal.errors import DataError
-from fedglobal.hooks import ServerHook
+from fedglobal.server.hooks import ServerHook
 
 __all__ = ["HeldOutEvaluation", "load_held_out"]
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedglobal.cli_engines import port
+from fedglobal.cli.engines import port
 from fedglobal.errors import RunError
 
 __all__ = ["COMMANDS", "add_commands", "expand_runs", "run_command"]
@@ -81,7 +81,7 @@ def expand_runs(paths: list[str]) -> list[Path]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from fedglobal.reporting.report import write_report
+    from fedglobal.run.report import write_report
 
     runs = expand_runs(args.runs)
     out = write_report(runs, args.output, title=args.title)
@@ -90,7 +90,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fedglobal.export import export_model
+    from fedglobal.run.export import export_model
 
     path = export_model(args.run, args.format, region=args.region, out=args.output)
     print(f"exported {args.format}: {path}")
@@ -102,7 +102,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _tensorboard(args: argparse.Namespace) -> int:
-    from fedglobal.tensorboard import launch_command
+    from fedglobal.server.tensorboard import launch_command
 
     logdir = Path(args.logdir)
     if not logdir.is_dir():

@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedglobal.protocol import BOOKKEEPING_KEYS, TRAINED_BY_KEY, WHY_KEY
-from fedglobal.server_grid import DelegatingGrid
+from fedglobal.server.grid import DelegatingGrid
 
 __all__ = ["CommCounts", "CountingGrid", "TrainingPaths", "message_bytes"]
 

@@ -40,7 +40,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedglobal import placement
+from fedglobal.engines import placement
 from fedglobal.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ ATTEMPT_KEY = "attempt"
 class DelegatingGrid(Grid):
     """A Grid that hands every call of Flower's Grid interface to the grid it wraps.
 
-    The server's Grid wrappers (:class:`ServerGrid`, :class:`fedglobal.comm.CountingGrid`,
+    The server's Grid wrappers (:class:`ServerGrid`, :class:`fedglobal.server.comm.CountingGrid`,
     :class:`fedglobal.geo.grid.ClockedGrid`) subclass it and override only what they add.
 
     Args:
@@ -119,7 +119,7 @@ class ServerGrid(DelegatingGrid):
         self._poll = poll_interval
         self._max_poll = max_poll_interval
         self.regions: dict[int, str] = {}
-        #: region -> (node id, where its latest train reply ran: :mod:`fedglobal.placement`)
+        #: region -> (node id, where its latest train reply ran: :mod:`fedglobal.engines.placement`)
         self.trained_at: dict[str, tuple[int, dict]] = {}
 
     # ---- send and receive --------------------------------------------------------------

@@ -13,7 +13,7 @@ without certificates unless ``--insecure`` is given (plain HTTP, with a
 warning). ``deploy`` runs on 127.0.0.1 only and may stay plain HTTP there
 (docs/engines.md says why); ``--tls`` / ``--auth`` turn on the same security.
 
-Registered from :mod:`fedglobal.cli` (``add_commands`` and ``run_command``).
+Registered from :mod:`fedglobal.cli.main` (``add_commands`` and ``run_command``).
 """
 
 from __future__ import annotations
@@ -215,9 +215,9 @@ def _deploy(args: argparse.Namespace) -> int:
     from fedglobal import data
     from fedglobal.config import load_config
     from fedglobal.engines.deployment import run_deployment
-    from fedglobal.preflight import check_enough_regions, check_strategy_fits_model
-    from fedglobal.results import load_run
-    from fedglobal.run_folder import new_run_dir
+    from fedglobal.run.folder import new_run_dir
+    from fedglobal.run.results import load_run
+    from fedglobal.runtime.preflight import check_enough_regions, check_strategy_fits_model
 
     cfg = load_config(args.experiment, args.overrides).replace({"experiment.engine": "deployment"})
     check_strategy_fits_model(cfg)
@@ -244,9 +244,9 @@ def _run(args: argparse.Namespace) -> int:
     from fedglobal.config import load_config
     from fedglobal.engines.deployment import client_security, submit_remote
     from fedglobal.errors import EngineError, FedGlobalError
-    from fedglobal.preflight import check_strategy_fits_model
-    from fedglobal.results import load_run
-    from fedglobal.run_folder import new_run_dir
+    from fedglobal.run.folder import new_run_dir
+    from fedglobal.run.results import load_run
+    from fedglobal.runtime.preflight import check_strategy_fits_model
 
     # refuse before anything is written (submit_remote prints the warnings)
     client_security("run", ca_cert=args.tls_ca, auth_key=None, insecure=args.insecure)

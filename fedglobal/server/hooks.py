@@ -1,7 +1,7 @@
 """Server-side hooks: code of yours that runs on the server at the end of every round.
 
 >>> import fedglobal
->>> from fedglobal.hooks import EarlyStopping, ServerHook
+>>> from fedglobal.server.hooks import EarlyStopping, ServerHook
 >>> class Print(ServerHook):
 ...     def on_round_end(self, server_round, metrics):
 ...         print(server_round, metrics["test/loss"])

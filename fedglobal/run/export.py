@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from fedglobal.errors import RunError
-from fedglobal.results import Result, load_run
-from fedglobal.run_folder import PERSONAL_DIR
+from fedglobal.run.folder import PERSONAL_DIR
+from fedglobal.run.results import Result, load_run
 
 __all__ = ["FORMATS", "export_model", "load_export", "load_model", "personal_regions"]
 

@@ -7,11 +7,11 @@ round. There it:
 - runs server-side evaluation (``[server] eval_source`` and hooks'
   ``evaluate``), recorded as split ``server``;
 - computes the L2 norm of every global variable and of its change in the
-  round, and the bytes the round's messages carried (:mod:`fedglobal.comm`);
-- writes TensorBoard scalars (:mod:`fedglobal.tensorboard`);
+  round, and the bytes the round's messages carried (:mod:`fedglobal.server.comm`);
+- writes TensorBoard scalars (:mod:`fedglobal.server.tensorboard`);
 - calls the hooks' ``on_round_end`` with the round's pooled metrics, and
   early stopping (``[server] early_stopping_*`` or :class:`EarlyStopping`).
-  A :class:`~fedglobal.hooks.StopRun` ends the rounds cleanly; the reason
+  A :class:`~fedglobal.server.hooks.StopRun` ends the rounds cleanly; the reason
   goes to summary.json.
 
 After the rounds it optionally collects each region's local layers
@@ -32,14 +32,14 @@ import pandas as pd
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from fedglobal.comm import CommCounts, CountingGrid
 from fedglobal.config import ExperimentConfig
-from fedglobal.history import HistoryRecorder
-from fedglobal.hooks import EarlyStopping, ServerHook, StopRun
-from fedglobal.progress import RoundProgress
-from fedglobal.rounds import run_rounds
-from fedglobal.run_folder import PERSONAL_DIR, update_summary, write_table
-from fedglobal.weights import from_record
+from fedglobal.protocol import from_record
+from fedglobal.run.folder import PERSONAL_DIR, update_summary, write_table
+from fedglobal.server.comm import CommCounts, CountingGrid
+from fedglobal.server.history import HistoryRecorder
+from fedglobal.server.hooks import EarlyStopping, ServerHook, StopRun
+from fedglobal.server.progress import RoundProgress
+from fedglobal.server.rounds import run_rounds
 
 __all__ = ["LOCAL_LAYERS_QUERY", "RunMonitor"]
 
@@ -87,7 +87,7 @@ class RunMonitor:
         *,
         hooks: Sequence[ServerHook] = (),
     ) -> None:
-        from fedglobal.reporting import tracking
+        from fedglobal.run import tracking
 
         tracking.check_available(cfg)
         self.cfg = cfg
@@ -160,7 +160,7 @@ class RunMonitor:
         after_round: Callable[[int, ArrayRecord], None] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """The strategy's rounds (:func:`fedglobal.rounds.run_rounds`) with this monitor
+        """The strategy's rounds (:func:`fedglobal.server.rounds.run_rounds`) with this monitor
         as ``evaluate_fn``, from ``first_round`` (after a checkpoint: its round + 1).
 
         ``after_round(round, arrays)`` runs once each round is complete (the
@@ -169,12 +169,12 @@ class RunMonitor:
         the TensorBoard writer on every path.
         """
         if self.cfg.server.eval_source:
-            from fedglobal.server_eval import HeldOutEvaluation
+            from fedglobal.server.evaluation import HeldOutEvaluation
 
             self.hooks.insert(0, HeldOutEvaluation(self.cfg, schema, self.cfg.server.eval_source))
         self._model = model
         if self.cfg.output.tensorboard:
-            from fedglobal.tensorboard import TensorBoardWriter
+            from fedglobal.server.tensorboard import TensorBoardWriter
 
             self._tb = TensorBoardWriter(self.run_dir)
         self.last_arrays = kwargs.get("initial_arrays")
@@ -423,7 +423,7 @@ class RunMonitor:
         if self.geo is not None:
             extra.update(self._finish_geo(history))
         if self.cfg.output.plots:
-            from fedglobal.reporting.plots import key_metric, write_run_plots
+            from fedglobal.run.plots import key_metric, write_run_plots
 
             files = write_run_plots(history, self.cfg.data.task, self.run_dir / "plots")
             if self.geo is not None:
@@ -456,7 +456,7 @@ class RunMonitor:
         )
 
     def _log_mlflow(self, history: pd.DataFrame) -> dict[str, Any]:
-        from fedglobal.reporting import tracking
+        from fedglobal.run import tracking
 
         try:
             return tracking.log_run(

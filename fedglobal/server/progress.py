@@ -169,7 +169,7 @@ def _fmt(values: Mapping[str, float], keys: Sequence[str]) -> str:
 
 
 class RoundProgress:
-    """The progress of a run's rounds, fed by :class:`~fedglobal.history.HistoryRecorder`.
+    """The progress of a run's rounds, fed by :class:`~fedglobal.server.history.HistoryRecorder`.
 
     Called as ``progress(server_round, split, pooled, regions)`` for each
     split of each round. It prints one line per round when the round's last

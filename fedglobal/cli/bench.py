@@ -4,7 +4,7 @@ fedglobal benchmark experiments/benchmarks/fedprox_synthetic.toml
 fedglobal benchmark experiments/benchmarks/geo_tabular.toml --seeds 0,1 --only strategy=fed*
 fedglobal benchmark experiments/benchmarks/robustness.toml --full --quiet
 
-Registered from :mod:`fedglobal.cli` (``add_parser`` and ``run``).
+Registered from :mod:`fedglobal.cli.main` (``add_parser`` and ``run``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The ServerApp's side of checkpoint and resume (file format: :mod:`fedglobal.checkpoint`).
+"""The ServerApp's side of checkpoint and resume (file format: :mod:`fedglobal.run.checkpoint`).
 
 :class:`Checkpointer` runs after every round (``after_round`` of
-:func:`fedglobal.rounds.run_rounds`). Every ``[server] checkpoint_every``
+:func:`fedglobal.server.rounds.run_rounds`). Every ``[server] checkpoint_every``
 rounds, and after the last, it gathers the run's state and writes
 ``resume.npz``: the global weights, the strategy's ``state_dict()``, the
 history and monitor state, the global RNG states, and each region's ClientApp
@@ -27,10 +27,10 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 from flwr.serverapp import Grid
 
-from fedglobal import checkpoint
-from fedglobal.checkpoint import Checkpoint
 from fedglobal.errors import CheckpointError
-from fedglobal.weights import from_record
+from fedglobal.protocol import from_record
+from fedglobal.run import checkpoint
+from fedglobal.run.checkpoint import Checkpoint
 
 __all__ = ["Checkpointer", "collect_client_state", "restore", "restore_client_state"]
 
@@ -123,8 +123,8 @@ class Checkpointer:
         config_toml: the resolved experiment.
         schema_json: the federated schema.
         strategy: the strategy (its ``state_dict()`` is saved, if it has one).
-        recorder: the :class:`~fedglobal.history.HistoryRecorder`.
-        monitor: the :class:`~fedglobal.monitor.RunMonitor`.
+        recorder: the :class:`~fedglobal.server.history.HistoryRecorder`.
+        monitor: the :class:`~fedglobal.server.monitor.RunMonitor`.
         state_grid: the Grid client-state queries go through (not counted).
         state_config: the config record sent with them (experiment, base dir).
         timeout: seconds to wait for the clients' replies.

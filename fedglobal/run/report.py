@@ -28,8 +28,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fedglobal.errors import RunError
-from fedglobal.reporting import plots
-from fedglobal.results import Result, load_run
+from fedglobal.run import plots
+from fedglobal.run.results import Result, load_run
 
 __all__ = ["render_report", "write_report"]
 

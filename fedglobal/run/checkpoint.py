@@ -105,7 +105,7 @@ class Checkpoint:
         config_toml: the resolved experiment of the run.
         schema_json: the federated schema of the run.
         history: history rows ``(round, region, split, metric, value)``.
-        monitor: the monitor's state (:meth:`fedglobal.monitor.RunMonitor.state_dict`).
+        monitor: the monitor's state (:meth:`fedglobal.server.monitor.RunMonitor.state_dict`).
         rng: global RNG states (:func:`rng_state`).
         client_state: region -> its ClientApp state (a serialized RecordDict).
         extra: other JSON values (e.g. ``round_end_s``, whether client state is complete).
@@ -135,7 +135,7 @@ _pending: list[Path | None] = []
 def resuming(path: str | Path | None) -> Iterator[None]:
     """Within the block, a ServerApp in this process resumes from checkpoint ``path``.
 
-    Process-wide (like :func:`fedglobal.hooks.active`), so the ServerApp may run
+    Process-wide (like :func:`fedglobal.server.hooks.active`), so the ServerApp may run
     in any thread of this process: the in-process engine.
     """
     with _lock:

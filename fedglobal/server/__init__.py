@@ -1,0 +1,1 @@
+"""The ServerApp's side of a round."""
