@@ -246,8 +246,12 @@ class GeoConfig:
     table: str | None = _f(
         None, doc="CSV: region, lat, lon [, timezone, compute, uplink_mbps, downlink_mbps]"
     )
-    lat_column: str | None = _f(None, doc="coordinates from the data (not supported yet)")
-    lon_column: str | None = _f(None, doc="coordinates from the data (not supported yet)")
+    lat_column: str | None = _f(
+        None, doc="a numeric feature: each region's place is its federated mean (with lon_column)"
+    )
+    lon_column: str | None = _f(
+        None, doc="a numeric feature: each region's place is its federated mean (with lat_column)"
+    )
     resolve: Literal["none", "names"] = _f(
         "none", doc="names: country names, ISO codes, UN M49 region names, resolved offline"
     )
@@ -834,15 +838,22 @@ def _geo_section(raw: Any, base: Path) -> GeoConfig:
                 read_table(table)
             except PlacesError as exc:
                 problems.append(f"geo.table: {exc}")
-    if geo.lat_column or geo.lon_column:
+    if (geo.lat_column is None) != (geo.lon_column is None):
+        given, other = ("lat_column", "lon_column")[:: 1 if geo.lat_column else -1]
         problems.append(
-            "geo.lat_column / geo.lon_column: coordinates from the data's columns are not "
-            "supported yet; use geo.table or geo.resolve = 'names'"
+            f"geo.{given} is set but geo.{other} is not: give both columns (each region's "
+            "place is the federated mean of the two), or neither"
         )
-    elif geo.table is None and geo.resolve != "names" and not geo.regions:
+    elif geo.lat_column is not None and geo.lat_column == geo.lon_column:
+        problems.append(
+            f"geo.lat_column and geo.lon_column name the same column {geo.lat_column!r}"
+        )
+    elif (
+        geo.lat_column is None and geo.table is None and geo.resolve != "names" and not geo.regions
+    ):
         problems.append(
             "no places: set geo.table (a CSV of region, lat, lon), geo.resolve = 'names', "
-            "or [geo.regions.NAME] tables with lat and lon"
+            "geo.lat_column and geo.lon_column, or [geo.regions.NAME] tables with lat and lon"
         )
     if geo.server is None and "geo.server" not in " ".join(problems):
         problems.append("geo.server is missing: [lat, lon] or the name of a region")
@@ -885,6 +896,22 @@ def _check_geo_combinations(cfg: ExperimentConfig) -> None:
     geo = cfg.geo
     if geo is None:
         return
+    for key in ("lat_column", "lon_column"):
+        column = getattr(geo, key)
+        if column is None:
+            continue
+        features = cfg.data.features
+        if features is not None and column not in features:
+            raise ConfigError(
+                f"geo.{key} = {column!r} is not in data.features: the coordinate columns must "
+                f"be numeric features (their federated means are the regions' places); "
+                f"features: {', '.join(features)}"
+            )
+        if column in cfg.data.log_features:
+            raise ConfigError(
+                f"geo.{key} = {column!r} is in data.log_features: coordinates are averaged as "
+                "they are; take it out of data.log_features"
+            )
     if geo.policy == "deadline" and float(cfg.strategy.params.get("stragglers", 0.0) or 0.0):
         raise ConfigError(
             "[geo] policy = 'deadline' makes stragglers from the simulated clock: leave out "

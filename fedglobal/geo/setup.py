@@ -9,6 +9,7 @@ from typing import Any
 from fedglobal.errors import ConfigError
 from fedglobal.geo.availability import Window, parse_start
 from fedglobal.geo.clock import SimClock
+from fedglobal.geo.columns import column_places
 from fedglobal.geo.compute import train_flops_per_step
 from fedglobal.geo.grid import GeoRounds
 from fedglobal.geo.places import PlacesError, build_places, server_point
@@ -37,8 +38,13 @@ def server_clock(
     region_of: Callable[[int], str],
     reply_bytes: Callable[[], Mapping[int, int]],
     needed: int,
+    stats: Mapping[str, Any] | None = None,
 ) -> GeoRounds:
     """The :class:`GeoRounds` of a run with ``[geo]`` (``cfg.geo`` must be set).
+
+    ``stats`` maps each region to the statistics it reported
+    (:class:`fedglobal.data.LocalStats`); with ``geo.lat_column`` /
+    ``geo.lon_column``, the regions' places are their federated means.
 
     Raises:
         ConfigError: a region without coordinates, or a server name not found
@@ -46,7 +52,10 @@ def server_clock(
     """
     geo = cfg.geo
     try:
-        places = build_places(list(regions), geo)
+        columns = None
+        if geo.lat_column is not None:
+            columns = column_places(stats or {}, geo.lat_column, geo.lon_column)
+        places = build_places(list(regions), geo, columns)
         server = server_point(geo, places)
     except PlacesError as exc:
         raise ConfigError(str(exc)) from None
