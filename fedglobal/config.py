@@ -266,7 +266,9 @@ class GeoConfig:
     )
     overcommit: float = _f(1.3, min=1.0, doc="overcommit: sample ceil(overcommit * m), keep m")
     availability: str | None = _f(
-        None, doc="local-time window 'HH:MM-HH:MM' in which a region can be sampled"
+        None,
+        doc="local-time window 'HH:MM-HH:MM' in which a region can be sampled, or a trace "
+        "file (*.csv: region, start, end in UTC)",
     )
     target: str | None = _f(None, doc="'r2 >= 0.8': summary.json sim_time_to_target_s")
     start: str = _f("2025-01-06T00:00:00Z", doc="the simulated clock's start (UTC, ISO 8601)")
@@ -798,9 +800,10 @@ def _check_server(key: str, value: Any) -> list[float] | str:
 
 def _geo_section(raw: Any, base: Path) -> GeoConfig:
     """Validate ``[geo]`` as a whole: one ConfigError naming every offending key."""
-    from fedglobal.geo.availability import Window, WindowError, check_timezone, parse_start
+    from fedglobal.geo.availability import WindowError, check_timezone, parse_start
     from fedglobal.geo.places import PlacesError, read_table
     from fedglobal.geo.target import Target, TargetError
+    from fedglobal.geo.trace import is_trace, parse_availability
 
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[geo] must be a table, got {raw!r}")
@@ -820,7 +823,11 @@ def _geo_section(raw: Any, base: Path) -> GeoConfig:
     geo = GeoConfig(**{k: v for k, v in values.items()})
     checks: list[tuple[str, Any]] = []
     if geo.availability is not None:
-        checks.append(("geo.availability", lambda: Window.parse(geo.availability)))
+        if is_trace(geo.availability):  # a trace file, relative to the experiment file
+            given = Path(geo.availability.strip()).expanduser()
+            trace = str(given if given.is_absolute() else base / given)
+            geo = dataclasses.replace(geo, availability=trace)
+        checks.append(("geo.availability", lambda: parse_availability(geo.availability)))
     if geo.target is not None:
         checks.append(("geo.target", lambda: Target.parse(geo.target)))
     checks.append(("geo.start", lambda: parse_start(geo.start)))

@@ -7,12 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fedglobal.errors import ConfigError
-from fedglobal.geo.availability import Window, parse_start
+from fedglobal.geo.availability import WindowError, parse_start
 from fedglobal.geo.clock import SimClock
 from fedglobal.geo.columns import column_places
 from fedglobal.geo.compute import train_flops_per_step
 from fedglobal.geo.grid import GeoRounds
 from fedglobal.geo.places import PlacesError, build_places, server_point
+from fedglobal.geo.trace import Trace, parse_availability
 
 __all__ = ["full_steps", "server_clock"]
 
@@ -57,8 +58,13 @@ def server_clock(
             columns = column_places(stats or {}, geo.lat_column, geo.lon_column)
         places = build_places(list(regions), geo, columns)
         server = server_point(geo, places)
+        window = parse_availability(geo.availability) if geo.availability else None
+        if isinstance(window, Trace):
+            window.check_regions(list(regions))
     except PlacesError as exc:
         raise ConfigError(str(exc)) from None
+    except WindowError as exc:
+        raise ConfigError(f"[geo]: geo.availability: {exc}") from None
     clock = SimClock(
         places,
         (server[0], server[1]),
@@ -66,7 +72,7 @@ def server_clock(
         policy=geo.policy,
         deadline_s=geo.deadline_s,
         overcommit=geo.overcommit if geo.policy == "overcommit" else 1.0,
-        window=Window.parse(geo.availability) if geo.availability else None,
+        window=window,
         start_epoch=parse_start(geo.start),
         route_factor=geo.route_factor,
         overhead_s=geo.overhead_s,
