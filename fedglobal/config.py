@@ -246,8 +246,12 @@ class GeoConfig:
     table: str | None = _f(
         None, doc="CSV: region, lat, lon [, timezone, compute, uplink_mbps, downlink_mbps]"
     )
-    lat_column: str | None = _f(None, doc="coordinates from the data (not supported yet)")
-    lon_column: str | None = _f(None, doc="coordinates from the data (not supported yet)")
+    lat_column: str | None = _f(
+        None, doc="a numeric feature: each region's place is its federated mean (with lon_column)"
+    )
+    lon_column: str | None = _f(
+        None, doc="a numeric feature: each region's place is its federated mean (with lat_column)"
+    )
     resolve: Literal["none", "names"] = _f(
         "none", doc="names: country names, ISO codes, UN M49 region names, resolved offline"
     )
@@ -262,7 +266,9 @@ class GeoConfig:
     )
     overcommit: float = _f(1.3, min=1.0, doc="overcommit: sample ceil(overcommit * m), keep m")
     availability: str | None = _f(
-        None, doc="local-time window 'HH:MM-HH:MM' in which a region can be sampled"
+        None,
+        doc="local-time window 'HH:MM-HH:MM' in which a region can be sampled, or a trace "
+        "file (*.csv: region, start, end in UTC)",
     )
     target: str | None = _f(None, doc="'r2 >= 0.8': summary.json sim_time_to_target_s")
     start: str = _f("2025-01-06T00:00:00Z", doc="the simulated clock's start (UTC, ISO 8601)")
@@ -794,9 +800,10 @@ def _check_server(key: str, value: Any) -> list[float] | str:
 
 def _geo_section(raw: Any, base: Path) -> GeoConfig:
     """Validate ``[geo]`` as a whole: one ConfigError naming every offending key."""
-    from fedglobal.geo.availability import Window, WindowError, check_timezone, parse_start
+    from fedglobal.geo.availability import WindowError, check_timezone, parse_start
     from fedglobal.geo.places import PlacesError, read_table
     from fedglobal.geo.target import Target, TargetError
+    from fedglobal.geo.trace import is_trace, parse_availability
 
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[geo] must be a table, got {raw!r}")
@@ -816,7 +823,11 @@ def _geo_section(raw: Any, base: Path) -> GeoConfig:
     geo = GeoConfig(**{k: v for k, v in values.items()})
     checks: list[tuple[str, Any]] = []
     if geo.availability is not None:
-        checks.append(("geo.availability", lambda: Window.parse(geo.availability)))
+        if is_trace(geo.availability):  # a trace file, relative to the experiment file
+            given = Path(geo.availability.strip()).expanduser()
+            trace = str(given if given.is_absolute() else base / given)
+            geo = dataclasses.replace(geo, availability=trace)
+        checks.append(("geo.availability", lambda: parse_availability(geo.availability)))
     if geo.target is not None:
         checks.append(("geo.target", lambda: Target.parse(geo.target)))
     checks.append(("geo.start", lambda: parse_start(geo.start)))
@@ -834,15 +845,22 @@ def _geo_section(raw: Any, base: Path) -> GeoConfig:
                 read_table(table)
             except PlacesError as exc:
                 problems.append(f"geo.table: {exc}")
-    if geo.lat_column or geo.lon_column:
+    if (geo.lat_column is None) != (geo.lon_column is None):
+        given, other = ("lat_column", "lon_column")[:: 1 if geo.lat_column else -1]
         problems.append(
-            "geo.lat_column / geo.lon_column: coordinates from the data's columns are not "
-            "supported yet; use geo.table or geo.resolve = 'names'"
+            f"geo.{given} is set but geo.{other} is not: give both columns (each region's "
+            "place is the federated mean of the two), or neither"
         )
-    elif geo.table is None and geo.resolve != "names" and not geo.regions:
+    elif geo.lat_column is not None and geo.lat_column == geo.lon_column:
+        problems.append(
+            f"geo.lat_column and geo.lon_column name the same column {geo.lat_column!r}"
+        )
+    elif (
+        geo.lat_column is None and geo.table is None and geo.resolve != "names" and not geo.regions
+    ):
         problems.append(
             "no places: set geo.table (a CSV of region, lat, lon), geo.resolve = 'names', "
-            "or [geo.regions.NAME] tables with lat and lon"
+            "geo.lat_column and geo.lon_column, or [geo.regions.NAME] tables with lat and lon"
         )
     if geo.server is None and "geo.server" not in " ".join(problems):
         problems.append("geo.server is missing: [lat, lon] or the name of a region")
@@ -885,6 +903,22 @@ def _check_geo_combinations(cfg: ExperimentConfig) -> None:
     geo = cfg.geo
     if geo is None:
         return
+    for key in ("lat_column", "lon_column"):
+        column = getattr(geo, key)
+        if column is None:
+            continue
+        features = cfg.data.features
+        if features is not None and column not in features:
+            raise ConfigError(
+                f"geo.{key} = {column!r} is not in data.features: the coordinate columns must "
+                f"be numeric features (their federated means are the regions' places); "
+                f"features: {', '.join(features)}"
+            )
+        if column in cfg.data.log_features:
+            raise ConfigError(
+                f"geo.{key} = {column!r} is in data.log_features: coordinates are averaged as "
+                "they are; take it out of data.log_features"
+            )
     if geo.policy == "deadline" and float(cfg.strategy.params.get("stragglers", 0.0) or 0.0):
         raise ConfigError(
             "[geo] policy = 'deadline' makes stragglers from the simulated clock: leave out "

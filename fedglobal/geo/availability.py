@@ -7,11 +7,16 @@ than the strategy needs, the clock moves on to the earliest moment at which
 enough of them are (:meth:`Window.next_open`). Time zones come from the
 standard library's ``zoneinfo`` (the IANA database, with the ``tzdata``
 package as its fallback), so daylight saving time is honoured.
+
+The other kind of availability, per-region intervals from a trace file, is
+:class:`fedglobal.geo.trace.Trace`; both answer :meth:`Window.open_at` and
+:meth:`Window.openings`, which is all the clock asks.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -51,6 +56,25 @@ class Window:
     def __str__(self) -> str:
         return f"{self.open_min // 60:02d}:{self.open_min % 60:02d}-" + (
             f"{self.close_min // 60:02d}:{self.close_min % 60:02d}"
+        )
+
+    def describe(self) -> str:
+        return f"window {self}"
+
+    def open_at(self, region: str, epoch_s: float, timezone: str) -> bool:
+        """Whether ``region`` (whose local zone is ``timezone``) is in the window at ``epoch_s``."""
+        del region  # the same window for every region, in its own local time
+        return self.contains(epoch_s, timezone)
+
+    def openings(self, regions: Iterable[tuple[str, str]], epoch_s: float) -> list[float]:
+        """The window's next two openings ``>= epoch_s`` for each of ``regions`` ((name,
+        zone) pairs): a daily window, so enough to find when enough regions are in it."""
+        return sorted(
+            {
+                self.next_open(epoch_s + day * 86_400.0, zone)
+                for _, zone in regions
+                for day in (0, 1)
+            }
         )
 
     def contains(self, epoch_s: float, timezone: str) -> bool:

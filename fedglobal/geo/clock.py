@@ -29,8 +29,9 @@ and ends, by ``policy``:
 Ties in arrival are broken by region name. Server-side aggregation and
 federated evaluation take no simulated time (evaluation is measurement).
 
-With an availability ``window``, a round can only start when at least
-``needed`` regions are inside the window in their local time; otherwise the
+With an availability ``window`` (a daily local-time window, or a trace file of
+per-region intervals), a round can only start when at least ``needed``
+regions are available; otherwise the
 clock first skips ahead to the earliest such moment (:meth:`SimClock.wait_for`).
 """
 
@@ -44,6 +45,7 @@ from typing import Any
 from fedglobal.geo.availability import Window
 from fedglobal.geo.network import Link, great_circle_km
 from fedglobal.geo.places import Place
+from fedglobal.geo.trace import Trace
 
 __all__ = ["POLICIES", "AvailabilityError", "RegionTime", "RoundTime", "SimClock", "Work"]
 
@@ -100,7 +102,9 @@ class SimClock:
         policy: ``sync`` | ``deadline`` | ``overcommit``.
         deadline_s: the deadline (policy ``deadline``).
         overcommit: the overcommit factor (policy ``overcommit``).
-        window: the availability window (None: always available).
+        window: the availability: a daily local-time :class:`Window`, or a
+            :class:`~fedglobal.geo.trace.Trace` of per-region intervals (None:
+            always available).
         start_epoch: the UTC instant of simulated time 0 (seconds since the epoch).
         route_factor, overhead_s: see :mod:`fedglobal.geo.network`.
         drop_partial: under ``deadline``, whether partial work is dropped too
@@ -116,7 +120,7 @@ class SimClock:
         policy: str = "sync",
         deadline_s: float | None = None,
         overcommit: float = 1.0,
-        window: Window | None = None,
+        window: Window | Trace | None = None,
         start_epoch: float = 0.0,
         route_factor: float = 2.0,
         overhead_s: float = 0.01,
@@ -183,7 +187,7 @@ class SimClock:
         if self.window is None:
             return regions
         epoch = self.start_epoch + (self.now if at is None else at)
-        return [r for r in regions if self.window.contains(epoch, self.places[r].timezone)]
+        return [r for r in regions if self.window.open_at(r, epoch, self.places[r].timezone)]
 
     def wait_for(self, regions: Iterable[str], needed: int) -> list[str]:
         """Skip ahead until at least ``needed`` of ``regions`` are available; return them.
@@ -197,13 +201,7 @@ class SimClock:
         if len(now) >= needed or self.window is None:
             return now
         epoch = self.start_epoch + self.now
-        openings = sorted(
-            {
-                self.window.next_open(epoch + day * 86_400.0, self.places[r].timezone)
-                for r in regions
-                for day in (0, 1)
-            }
-        )
+        openings = self.window.openings([(r, self.places[r].timezone) for r in regions], epoch)
         for opening in openings:
             at = opening - self.start_epoch
             found = self.available(regions, at)
@@ -212,9 +210,10 @@ class SimClock:
                 self.now = at
                 return found
         raise AvailabilityError(
-            f"availability window {self.window}: fewer than {needed} regions (the strategy's "
-            f"minimum) are ever inside it at the same time; widen the window or lower "
-            f"strategy.min_train_clients / min_available_clients"
+            f"availability {self.window.describe()}: fewer than {needed} regions (the "
+            f"strategy's minimum) are ever inside it at the same time (from simulated second "
+            f"{self.now:g}); widen the availability or lower strategy.min_train_clients / "
+            f"min_available_clients"
         )
 
     # ---- a whole round -----------------------------------------------------------------

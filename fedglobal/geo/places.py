@@ -6,7 +6,9 @@ A region's place comes, first match wins, from:
    ``uplink_mbps``, ``downlink_mbps``; each key optional);
 2. the ``[geo] table`` CSV (columns ``region, lat, lon`` and optionally
    ``timezone, compute, uplink_mbps, downlink_mbps``);
-3. with ``resolve = "names"``, the offline gazetteer
+3. with ``lat_column`` / ``lon_column``, the federated means of those columns
+   over the region's train rows (:mod:`fedglobal.geo.columns`);
+4. with ``resolve = "names"``, the offline gazetteer
    (:mod:`fedglobal.geo.gazetteer`): country names, ISO codes, UN M49 region
    names, continents and cities.
 
@@ -137,8 +139,15 @@ def _finder() -> Any:
     return TimezoneFinder(in_memory=True)
 
 
-def build_places(regions: Sequence[str], geo: Any) -> dict[str, Place]:
+def build_places(
+    regions: Sequence[str],
+    geo: Any,
+    columns: Mapping[str, tuple[float, float, str]] | None = None,
+) -> dict[str, Place]:
     """Every region's :class:`Place` under ``geo`` (a :class:`~fedglobal.config.GeoConfig`).
+
+    ``columns`` holds ``(lat, lon, source)`` per region from the data's own
+    columns (:func:`fedglobal.geo.columns.column_places`), when ``geo`` names them.
 
     Raises:
         PlacesError: naming every region without coordinates, in one message.
@@ -154,6 +163,10 @@ def build_places(regions: Sequence[str], geo: Any) -> dict[str, Place]:
         if entry is not None:
             merged.update(lat=entry.lat, lon=entry.lon, timezone=entry.timezone)
             source = entry.source
+        if columns and region in columns:
+            lat, lon, source = columns[region]
+            merged.update(lat=lat, lon=lon)
+            merged.pop("timezone", None)  # the gazetteer's zone was for its own point
         if region in table:
             merged.update({k: v for k, v in table[region].items() if v is not None})
             source = f"table {Path(geo.table).name}"
@@ -185,6 +198,11 @@ def build_places(regions: Sequence[str], geo: Any) -> dict[str, Place]:
             if geo.resolve == "names"
             else "not in geo.table or [geo.regions] (or set geo.resolve = 'names')"
         )
+        if getattr(geo, "lat_column", None):
+            how = (
+                f"no value in geo.lat_column = {geo.lat_column!r} or geo.lon_column = "
+                f"{geo.lon_column!r} in its train rows, and {how}"
+            )
         problems.append(f"no coordinates for region(s) {', '.join(map(repr, unresolved))}: {how}")
     if unknown_overrides:
         problems.append(

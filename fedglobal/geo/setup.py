@@ -7,11 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fedglobal.errors import ConfigError
-from fedglobal.geo.availability import Window, parse_start
+from fedglobal.geo.availability import WindowError, parse_start
 from fedglobal.geo.clock import SimClock
+from fedglobal.geo.columns import column_places
 from fedglobal.geo.compute import train_flops_per_step
 from fedglobal.geo.grid import GeoRounds
 from fedglobal.geo.places import PlacesError, build_places, server_point
+from fedglobal.geo.trace import Trace, parse_availability
 
 __all__ = ["full_steps", "server_clock"]
 
@@ -37,8 +39,13 @@ def server_clock(
     region_of: Callable[[int], str],
     reply_bytes: Callable[[], Mapping[int, int]],
     needed: int,
+    stats: Mapping[str, Any] | None = None,
 ) -> GeoRounds:
     """The :class:`GeoRounds` of a run with ``[geo]`` (``cfg.geo`` must be set).
+
+    ``stats`` maps each region to the statistics it reported
+    (:class:`fedglobal.data.LocalStats`); with ``geo.lat_column`` /
+    ``geo.lon_column``, the regions' places are their federated means.
 
     Raises:
         ConfigError: a region without coordinates, or a server name not found
@@ -46,10 +53,18 @@ def server_clock(
     """
     geo = cfg.geo
     try:
-        places = build_places(list(regions), geo)
+        columns = None
+        if geo.lat_column is not None:
+            columns = column_places(stats or {}, geo.lat_column, geo.lon_column)
+        places = build_places(list(regions), geo, columns)
         server = server_point(geo, places)
+        window = parse_availability(geo.availability) if geo.availability else None
+        if isinstance(window, Trace):
+            window.check_regions(list(regions))
     except PlacesError as exc:
         raise ConfigError(str(exc)) from None
+    except WindowError as exc:
+        raise ConfigError(f"[geo]: geo.availability: {exc}") from None
     clock = SimClock(
         places,
         (server[0], server[1]),
@@ -57,7 +72,7 @@ def server_clock(
         policy=geo.policy,
         deadline_s=geo.deadline_s,
         overcommit=geo.overcommit if geo.policy == "overcommit" else 1.0,
-        window=Window.parse(geo.availability) if geo.availability else None,
+        window=window,
         start_epoch=parse_start(geo.start),
         route_factor=geo.route_factor,
         overhead_s=geo.overhead_s,

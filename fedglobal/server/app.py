@@ -91,10 +91,11 @@ def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
 
 def federated_schema(
     grid: Grid, cfg: ExperimentConfig, base_config: ConfigRecord, timeout: float
-) -> tuple[data.Schema, list[str], dict[str, int]]:
+) -> tuple[data.Schema, list[str], dict[str, data.LocalStats]]:
     """Ask every connected region for its statistics and merge them into the schema.
 
-    Returns the schema, the sorted region names and each region's train row count.
+    Returns the schema, the sorted region names and each region's statistics
+    (``n_rows``: its train row count).
     """
     nodes = sorted(grid.get_node_ids())
     messages = [
@@ -116,8 +117,8 @@ def federated_schema(
         raise RunError(
             f"only {len(replies)} of {len(nodes)} regions reported statistics within {timeout}s"
         )
-    rows = {region: int(s.n_rows) for region, s in zip(regions, stats, strict=True)}
-    return data.merge_stats(stats, cfg), sorted(regions), rows
+    by_region = dict(zip(regions, stats, strict=True))
+    return data.merge_stats(stats, cfg), sorted(regions), by_region
 
 
 #: ``[experiment]`` keys that say where and on which engine a run executes: no
@@ -207,7 +208,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     base_config = ConfigRecord(
         {"experiment": wire_experiment(cfg), "base-dir": cfg.base_dir, "server-round": 0}
     )
-    schema, regions, rows = federated_schema(grid, cfg, base_config, timeout)
+    schema, regions, region_stats = federated_schema(grid, cfg, base_config, timeout)
+    rows = {region: int(s.n_rows) for region, s in region_stats.items()}
     model, weights = initial_weights(cfg, schema)
     if cfg.geo is not None:  # the simulated clock: where the server sends and receives
         from fedglobal.geo.setup import server_clock
@@ -223,6 +225,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
                 region_of=server_grid.region_of,
                 reply_bytes=lambda: counting.last_reply_bytes if counting else {},
                 needed=max(int(getattr(strategy, "min_available_nodes", 1)), minimum["train"]),
+                stats=region_stats,
             )
         )
         progress.sim_time = monitor.sim_end_s
