@@ -125,7 +125,7 @@ def train_reply(
             "meta": meta,
         }
     )
-    if codec is not None:  # strategies.compression.DecodingGrid rebuilds the weights
+    if codec is not None:  # fedglobal.server.comm.DecodingGrid rebuilds the weights
         content[compression.CODEC_KEY] = codec
     return Message(content, reply_to=message)
 

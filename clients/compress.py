@@ -2,7 +2,7 @@
 
 A train reply carries ``encode(w_local - w_global + residual)`` instead of
 ``w_local``, plus a ``compression`` ConfigRecord naming the codec; the
-server's :class:`strategies.compression.DecodingGrid` rebuilds the weights.
+server's :class:`fedglobal.server.comm.DecodingGrid` rebuilds the weights.
 With ``error_feedback`` the residual (what the encoding lost) stays in the
 region's node state and is added to its next update.
 """

@@ -20,7 +20,7 @@ client keeps what compression lost, ``e = (delta + e) - decode(encode(delta + e)
 in its node state and adds it to its next update, so that no part of an update
 is lost for good, only delayed.
 
-On the server, :class:`DecodingGrid` wraps the Grid the ServerApp uses: it
+On the server, :class:`fedglobal.server.comm.DecodingGrid` wraps the Grid the ServerApp uses: it
 remembers the arrays each node was sent and rebuilds ``w_global + decode(...)``
 in the replies, so strategies see ordinary named weights whatever the codec.
 It sits *inside* the byte counting, so the counted bytes are the compressed
@@ -32,21 +32,16 @@ Only numpy and Flower here: strategies depend on neither fedglobal nor clients.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Error, Message, MessageType, RecordDict
-from flwr.common.constant import ErrorCode
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from .errors import StrategyError
 
 __all__ = [
     "CODECS",
     "CODEC_KEY",
-    "DecodingGrid",
     "array_view",
     "compress",
     "decode",
@@ -57,6 +52,7 @@ __all__ = [
 CODECS = ("none", "float16", "int8", "topk")
 #: Reply content key of the ConfigRecord naming the codec of its arrays.
 CODEC_KEY = "compression"
+#: Message content key of the model weights.
 ARRAYS_KEY = "arrays"
 _SCALE = "@scale"
 _INDEX = "@index"
@@ -211,84 +207,3 @@ def decode_reply(content: RecordDict, global_arrays: ArrayRecord) -> RecordDict:
         elif key != CODEC_KEY:
             out[key] = record
     return out
-
-
-class DecodingGrid(Grid):
-    """Wraps a Grid: train replies with compressed updates reach the strategy decoded.
-
-    It keeps, per node, the ``arrays`` of the last train message sent to it (a
-    reference, not a copy) and turns a reply carrying a ``compression``
-    ConfigRecord into an ordinary reply with the node's full weights. Replies
-    without it pass through untouched, so the wrapper costs nothing when no
-    client compresses. A reply that cannot be decoded becomes an error reply.
-    """
-
-    def __init__(self, grid: Grid) -> None:
-        self._grid = grid
-        self._sent: dict[int, ArrayRecord] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
-
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def _remember(self, messages: list[Message]) -> None:
-        for message in messages:
-            if message.metadata.message_type == MessageType.TRAIN and message.has_content():
-                arrays = message.content.get(ARRAYS_KEY)
-                if isinstance(arrays, ArrayRecord):
-                    self._sent[message.metadata.dst_node_id] = arrays
-
-    def _decode(self, replies: Iterable[Message]) -> list[Message]:
-        out = []
-        for reply in replies:
-            if reply.has_error() or not reply.has_content() or CODEC_KEY not in reply.content:
-                out.append(reply)
-                continue
-            node = reply.metadata.src_node_id
-            try:
-                sent = self._sent[node]
-                content = decode_reply(reply.content, sent)
-            except Exception as exc:  # a malformed reply: an error reply, like a failure
-                reply.__dict__["_content"] = None
-                reply.__dict__["_error"] = Error(
-                    code=ErrorCode.UNKNOWN, reason=f"cannot decode the compressed update: {exc}"
-                )
-                out.append(reply)
-                continue
-            reply.__dict__["_content"] = content
-            out.append(reply)
-        return out
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        messages = list(messages)
-        self._remember(messages)
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._decode(self._grid.pull_messages(message_ids))
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        messages = list(messages)
-        self._remember(messages)
-        return self._decode(self._grid.send_and_receive(messages, timeout=timeout))

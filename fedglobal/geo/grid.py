@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -91,11 +90,6 @@ class ClockedGrid(DelegatingGrid):
         self._rounds = rounds
         self._round = server_round
         self._available: list[int] | None = None
-
-    def __getattr__(self, name: str) -> Any:  # region_of and whatever else the grid offers
-        if name == "_grid":
-            raise AttributeError(name)
-        return getattr(self._grid, name)
 
     # ---- availability --------------------------------------------------------------------
     def get_node_ids(self) -> Iterable[int]:

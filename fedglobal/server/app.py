@@ -52,11 +52,11 @@ from fedglobal.runtime.quiet import verbose as verbose_console
 from fedglobal.server import checkpointing as resume
 from fedglobal.server import hooks as server_hooks
 from fedglobal.server.checkpointing import Checkpointer
+from fedglobal.server.comm import DecodingGrid
 from fedglobal.server.grid import ServerGrid
 from fedglobal.server.history import HistoryRecorder
 from fedglobal.server.monitor import RunMonitor
 from fedglobal.server.progress import RoundProgress
-from strategies.compression import DecodingGrid
 
 app = ServerApp()
 

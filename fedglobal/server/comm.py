@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from fedglobal.errors import RunError
 from fedglobal.protocol import BOOKKEEPING_KEYS, TRAINED_BY_KEY, WHY_KEY
-from fedglobal.server.grid import DelegatingGrid
+from fedglobal.server.grid import DelegatingGrid, error_reply
+from strategies.compression import ARRAYS_KEY, CODEC_KEY, decode_reply
 
 __all__ = ["CommCounts", "CountingGrid", "TrainingPaths", "message_bytes"]
 
@@ -117,11 +119,6 @@ class CountingGrid(DelegatingGrid):
         #: Bytes of each node's reply in the latest ``send_and_receive`` (the clock reads it).
         self.last_reply_bytes: dict[int, int] = {}
 
-    def __getattr__(self, name: str) -> Any:  # anything else the wrapped grid offers
-        if name == "_grid":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self._grid, name)
-
     def _sent(self, messages: list[Message]) -> None:
         for message in messages:
             total, arrays = message_bytes(message)
@@ -154,3 +151,59 @@ class CountingGrid(DelegatingGrid):
         self._sent(messages)
         self.last_reply_bytes = {}
         return self._received(list(self._grid.send_and_receive(messages, timeout=timeout)))
+
+
+class DecodingGrid(DelegatingGrid):
+    """Train replies with compressed updates reach the strategy decoded (client.compression).
+
+    It keeps, per node, the last train message sent to it (a reference, not a copy)
+    and turns a reply carrying a ``compression`` ConfigRecord into an ordinary reply
+    with the node's full weights, ``w_global + decode(update)``
+    (:func:`strategies.compression.decode_reply`). Replies without it pass through
+    untouched, so the wrapper costs nothing when no client compresses. A reply that
+    cannot be decoded becomes an error reply. It sits inside the byte counting, so
+    the counted bytes are the compressed ones.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        super().__init__(grid)
+        self._sent: dict[int, Message] = {}
+
+    def _remember(self, messages: list[Message]) -> None:
+        for message in messages:
+            if message.metadata.message_type == MessageType.TRAIN and message.has_content():
+                if isinstance(message.content.get(ARRAYS_KEY), ArrayRecord):
+                    self._sent[message.metadata.dst_node_id] = message
+
+    def _decode(self, replies: Iterable[Message]) -> list[Message]:
+        out = []
+        for reply in replies:
+            if reply.has_error() or not reply.has_content() or CODEC_KEY not in reply.content:
+                out.append(reply)
+                continue
+            node = reply.metadata.src_node_id
+            if node not in self._sent:
+                raise RunError(f"node {node} sent a compressed update but no train message")
+            sent = self._sent[node]
+            try:
+                reply.content = decode_reply(reply.content, sent.content[ARRAYS_KEY])
+            except Exception as exc:  # a malformed reply: an error reply, like a failure
+                reason = f"cannot decode the compressed update: {exc}"
+                reply = error_reply(sent, ErrorCode.UNKNOWN, reason)
+            out.append(reply)
+        return out
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self._remember(messages)
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._decode(self._grid.pull_messages(message_ids))
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        self._remember(messages)
+        return self._decode(self._grid.send_and_receive(messages, timeout=timeout))

@@ -65,6 +65,11 @@ class DelegatingGrid(Grid):
     def __init__(self, grid: Grid) -> None:
         self._grid = grid
 
+    def __getattr__(self, name: str) -> Any:  # anything else the wrapped grid offers
+        if name == "_grid":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self._grid, name)
+
     def set_run(self, run: Run) -> None:
         self._grid.set_run(run)
 
@@ -251,9 +256,7 @@ class ServerGrid(DelegatingGrid):
         label = f"region {self.regions[node]}" if node in self.regions else f"node {node}"
         if not reason.startswith("region "):
             reason = f"{label}: {reason}"
-        reply = Message(Error(code=int(code), reason=reason), reply_to=message)
-        reply.metadata.__dict__["_message_id"] = f"{message.metadata.message_id}:error"
-        return reply
+        return error_reply(message, code, reason)
 
     def _order(self, reply: Message) -> tuple[int, str, int]:
         node = reply.metadata.src_node_id
@@ -277,6 +280,17 @@ class ServerGrid(DelegatingGrid):
             f"{where}: only {ok} of {len(replies)} regions replied{tried}, fewer than the "
             f"configured minimum of {needed}; failed: {failed}"
         )
+
+
+def error_reply(message: Message, code: int, reason: str) -> Message:
+    """An error reply to ``message`` (sent by the server), as if its destination had failed.
+
+    Its id is the message's id with ``:error``: Flower's ``Metadata`` has no public
+    setter for ``message_id``, which a reply built on the server has to carry.
+    """
+    reply = Message(Error(code=int(code), reason=reason), reply_to=message)
+    reply.metadata.__dict__["_message_id"] = f"{message.metadata.message_id}:error"
+    return reply
 
 
 def _round_of(message: Message) -> Any:
