@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import Any
 
+from fedglobal.cli.options import add_overrides
+
 __all__ = ["COMMAND", "add_parser", "run"]
 
 COMMAND = "benchmark"
@@ -50,14 +52,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="[KEY=]GLOB",
         help="run only matching cells; KEY is dataset, condition or strategy (repeatable)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one key of every cell's experiment (repeatable)",
-    )
+    add_overrides(p, "override one key of every cell's experiment (repeatable)")
     p.add_argument("--output-dir", default="runs", help="bench-<name>/ goes here (default runs)")
     p.add_argument(
         "--jobs",

@@ -23,6 +23,8 @@ import signal
 import sys
 from typing import Any
 
+from fedglobal.cli.options import add_overrides
+
 __all__ = ["COMMANDS", "add_commands", "address", "port", "run_command"]
 
 COMMANDS = ("certs", "keys", "superlink", "client", "run", "deploy")
@@ -60,17 +62,6 @@ def address(text: str) -> str:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: port {value} is out of range (1-65535)")
     return text
-
-
-def _overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one key of the experiment (repeatable)",
-    )
 
 
 def add_commands(sub: Any) -> None:
@@ -132,7 +123,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("run", help="submit an experiment to a running SuperLink")
     p.add_argument("experiment", help="experiment TOML file")
-    _overrides(p)
+    add_overrides(p)
     p.add_argument("--superlink", required=True, type=address, help="HOST:PORT of the SuperLink")
     p.add_argument("--tls-ca", default=None, help="CA certificate (ca.crt) to trust: HTTPS")
     p.add_argument(
@@ -153,7 +144,7 @@ def add_commands(sub: Any) -> None:
         "deploy", help="SuperLink + one SuperNode per region on loopback, run, stop them"
     )
     p.add_argument("experiment", help="experiment TOML file")
-    _overrides(p)
+    add_overrides(p)
     p.add_argument("--tls", action="store_true", help="HTTPS with a fresh CA and certificate")
     p.add_argument("--auth", action="store_true", help="SuperNode authentication (implies --tls)")
     p.add_argument("--clientapp", choices=["persistent", "per-message"], default=None)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from fedglobal.cli import bench as cli_bench
 from fedglobal.cli import engines as cli_engines
 from fedglobal.cli import reports as cli_reports
+from fedglobal.cli.options import add_overrides
 from fedglobal.errors import is_user_error, one_line, path_error
 from fedglobal.runtime import quiet
 
@@ -30,14 +31,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("experiment", nargs="?", help="experiment TOML file")
         else:
             p.add_argument("experiment", help="experiment TOML file")
-        p.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="SECTION.KEY=VALUE",
-            help="override one key of the experiment (repeatable)",
-        )
+        add_overrides(p)
         return p
 
     sim = experiment_command("simulate", "run a simulated federation")
