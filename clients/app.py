@@ -28,7 +28,16 @@ from clients.regional import EvaluateResult, FitResult, RegionalClient
 from fedglobal import data, metrics
 from fedglobal.engines import placement
 from fedglobal.errors import DataError
-from fedglobal.protocol import TRAINED_BY_KEY, WHY_KEY, from_record, to_record
+from fedglobal.protocol import (
+    LOCAL_LAYERS_KEY,
+    LOCAL_LAYERS_QUERY,
+    META_KEY,
+    SERVER_ROUND_KEY,
+    TRAINED_BY_KEY,
+    WHY_KEY,
+    from_record,
+    to_record,
+)
 from strategies import compression
 
 #: The app's mods, in order; cohort training applies them to its replies too.
@@ -48,17 +57,17 @@ def query(message: Message, context: Context) -> Message:
     scalars, lists = stats.to_records()
     meta = meta_record(region, config)
     content = RecordDict(
-        {"metrics": MetricRecord(scalars), "lists": ConfigRecord(lists), "meta": meta}
+        {"metrics": MetricRecord(scalars), "lists": ConfigRecord(lists), META_KEY: meta}
     )
     return Message(content, reply_to=message)
 
 
-@app.query("local_layers")
+@app.query(LOCAL_LAYERS_QUERY.split(".", 1)[1])
 def local_layers(message: Message, context: Context) -> Message:
     """Send this region's own copy of the layers its strategy keeps local.
 
     The server asks at the end of a run (``[output] personal_models``,
-    :data:`fedglobal.server.monitor.LOCAL_LAYERS_QUERY`) with the layer names in the
+    :data:`fedglobal.protocol.LOCAL_LAYERS_QUERY`) with the layer names in the
     config key ``local-layers``. The reply holds those variables as this region
     last trained them (the state :func:`train_reply` keeps), and ``meta.region``.
 
@@ -69,7 +78,7 @@ def local_layers(message: Message, context: Context) -> Message:
     config = message.content["config"]
     cfg = experiment_from(config)
     region, _ = node_region(context, cfg)
-    names = [str(n) for n in config.get("local-layers", [])]
+    names = [str(n) for n in config.get(LOCAL_LAYERS_KEY, [])]
     saved = context.state.get(LOCAL_STATE_KEY)
     if saved is None:
         raise DataError(
@@ -84,7 +93,7 @@ def local_layers(message: Message, context: Context) -> Message:
             f"(its model has {len(own)} variables, e.g. {sorted(own)[:5]})"
         )
     content = RecordDict(
-        {"arrays": to_record({n: own[n] for n in names}), "meta": meta_record(region, config)}
+        {"arrays": to_record({n: own[n] for n in names}), META_KEY: meta_record(region, config)}
     )
     return Message(content, reply_to=message)
 
@@ -107,10 +116,10 @@ def train_reply(
     """
     config = message.content["config"]
     weights = result.weights
-    if "local-layers" in config:
+    if LOCAL_LAYERS_KEY in config:
         context.state[LOCAL_STATE_KEY] = to_record(result.weights)
         sent = message.content["arrays"]
-        local = [str(n) for n in config["local-layers"] if str(n) in sent]
+        local = [str(n) for n in config[LOCAL_LAYERS_KEY] if str(n) in sent]
         if local:
             weights = {**result.weights, **{n: sent[n].numpy() for n in local}}
     arrays, codec = compress.reply_arrays(message, context, weights, client.config)
@@ -122,7 +131,7 @@ def train_reply(
         {
             "arrays": arrays,
             "metrics": MetricRecord({"num-examples": result.num_examples, **result.metrics}),
-            "meta": meta,
+            META_KEY: meta,
         }
     )
     if codec is not None:  # fedglobal.server.comm.DecodingGrid rebuilds the weights
@@ -141,7 +150,7 @@ def train(message: Message, context: Context) -> Message:
     honest = client_for(message, context)
     client = attacks.for_training(honest)  # a label-flipped copy for a malicious region
     result = client.fit(
-        weights_for(message, context), int(config["server-round"]), **fit_options(config)
+        weights_for(message, context), int(config[SERVER_ROUND_KEY]), **fit_options(config)
     )
     result = attacks.poison_update(result, message, honest.region)  # sign flip / noise
     why = paths.fallback_reason(message, honest.config.client.cohort)
@@ -160,7 +169,7 @@ def evaluate_reply(message: Message, client: RegionalClient, result: EvaluateRes
     config = message.content["config"]
     values = {"num-examples": result.num_examples, **metrics.to_record_values(result.stats)}
     content = RecordDict(
-        {"metrics": MetricRecord(values), "meta": meta_record(client.region, config)}
+        {"metrics": MetricRecord(values), META_KEY: meta_record(client.region, config)}
     )
     return Message(content, reply_to=message)
 

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from fedglobal.protocol import SERVER_ROUND_KEY
+
 __all__ = [
     "ENV_VAR",
     "KINDS",
@@ -271,7 +273,7 @@ def poison_update(result: Any, message: Any, region: str) -> Any:
     plan = current()
     if plan is None or plan.kind not in ("sign-flip", "noise") or not plan.attacks(region):
         return result
-    server_round = int(message.content["config"].get("server-round", 0))
+    server_round = int(message.content["config"].get(SERVER_ROUND_KEY, 0))
     weights = poisoned_weights(plan, result.weights, _global_weights(message), region, server_round)
     _count(plan, region, server_round)
     return dataclasses.replace(result, weights=weights)

@@ -63,6 +63,7 @@ from flwr.client.mod.utils import make_ffn
 from clients import node, paths
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
+from fedglobal.protocol import SERVER_ROUND_KEY
 from fedglobal.runtime import compile_cache
 
 log = logging.getLogger(__name__)
@@ -655,7 +656,7 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
                 continue  # Keras callbacks run in Keras fit: the per-message handler
             client = node.client_for(message, context)
             options = node.fit_options(config)
-            plan = client.plan(int(config["server-round"]), local_steps=options["local_steps"])
+            plan = client.plan(int(config[SERVER_ROUND_KEY]), local_steps=options["local_steps"])
             job = CohortJob(
                 client, node.weights_for(message, context), plan, options["proximal_mu"]
             )

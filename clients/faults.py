@@ -38,6 +38,8 @@ from typing import Any
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
+from fedglobal.protocol import SERVER_ROUND_KEY
+
 __all__ = ["ENV_VAR", "EXIT_CODE", "KINDS", "Fault", "InjectedFault", "fault_mod", "for_message"]
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ def for_message(message: Message, context: Context) -> Fault | None:
         return None
     region = context.node_config.get("region")
     config = message.content.get("config")
-    server_round = int(config.get("server-round", 0)) if config is not None else 0
+    server_round = int(config.get(SERVER_ROUND_KEY, 0)) if config is not None else 0
     attempt = int(config.get(ATTEMPT_KEY, 0)) if config is not None else 0
     stage = _stage(message)
     for fault in faults:

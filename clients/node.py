@@ -21,7 +21,7 @@ from clients.regional import RegionalClient
 from fedglobal import data
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
-from fedglobal.protocol import from_record
+from fedglobal.protocol import LOCAL_LAYERS_KEY, SERVER_ROUND_KEY, from_record
 
 __all__ = [
     "CLIENT_CACHE_BYTES",
@@ -116,14 +116,14 @@ def regional_client(
 
 def meta_record(region: str, config: ConfigRecord) -> ConfigRecord:
     """The ``meta`` record of a reply: the region and the round."""
-    return ConfigRecord({"region": region, "round": int(config.get("server-round", 0))})
+    return ConfigRecord({"region": region, "round": int(config.get(SERVER_ROUND_KEY, 0))})
 
 
 def weights_for(message: Message, context: Context) -> dict:
     """Global weights, with this region's own copy of any layer it keeps local."""
     config = message.content["config"]
     weights = from_record(message.content["arrays"])
-    local_names = list(config.get("local-layers", []))
+    local_names = list(config.get(LOCAL_LAYERS_KEY, []))
     saved = context.state.get(LOCAL_STATE_KEY)
     if local_names and saved is not None:
         own = from_record(saved)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.node import experiment_from, meta_record, node_region
-from fedglobal.server.checkpointing import RESTORE_QUERY, STATE_PREFIX, STATE_QUERY
+from fedglobal.protocol import META_KEY, RESTORE_QUERY, STATE_PREFIX, STATE_QUERY
 
 __all__ = ["RESTORE_QUERY", "STATE_PREFIX", "STATE_QUERY", "register"]
 
@@ -32,7 +32,7 @@ def _meta(message: Message, context: Context) -> ConfigRecord:
 
 def client_state(message: Message, context: Context) -> Message:
     """Reply with this node's ``context.state`` records and its region."""
-    content = RecordDict({"meta": _meta(message, context)})
+    content = RecordDict({META_KEY: _meta(message, context)})
     for key, record in context.state.items():
         content[f"{STATE_PREFIX}{key}"] = record
     return Message(content, reply_to=message)
@@ -46,7 +46,7 @@ def restore_client_state(message: Message, context: Context) -> Message:
     for key, record in message.content.items():
         if key.startswith(STATE_PREFIX):
             context.state[key[len(STATE_PREFIX) :]] = record
-    return Message(RecordDict({"meta": meta}), reply_to=message)
+    return Message(RecordDict({META_KEY: meta}), reply_to=message)
 
 
 def register(app: object) -> None:

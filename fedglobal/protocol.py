@@ -11,13 +11,46 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from strategies.layerwise import LOCAL_LAYERS_KEY
+
+# ---- message types ---------------------------------------------------------------------
+#: Before round 1: each region's statistics of its training rows (the federated schema).
+STATS_QUERY = "query"
+#: Personal layers (FedPer, FedBN): each region's own values of its local layers.
+LOCAL_LAYERS_QUERY = "query.local_layers"
+#: Checkpoints: each region's node state (fedglobal.server.checkpointing).
+STATE_QUERY = "query.client_state"
+#: Resume: a region's node state sent back to it.
+RESTORE_QUERY = "query.restore_client_state"
+#: In a state reply or restore message: the prefix of each ``context.state`` record's key.
+STATE_PREFIX = "state/"
+
+# ---- record keys ---------------------------------------------------------------------
+#: In every message's ``config``: the round it belongs to (0 before round 1).
+SERVER_ROUND_KEY = "server-round"
+#: In every reply: a ConfigRecord saying who answered (``region``, ``round``) and how.
+META_KEY = "meta"
+#: In ``meta``: the region that answered.
+REGION_KEY = "region"
+#: In train/evaluate configs (``LOCAL_LAYERS_KEY``, from strategies.layerwise): the
+#: variable paths each region keeps for itself (FedPer, FedBN, Layerwise rules).
+
 __all__ = [
     "BOOKKEEPING_KEYS",
     "HOST_KEY",
+    "LOCAL_LAYERS_KEY",
+    "LOCAL_LAYERS_QUERY",
+    "META_KEY",
     "PID_KEY",
     "PLACEMENT_KEYS",
     "RAY_IP_KEY",
     "RAY_NODE_KEY",
+    "REGION_KEY",
+    "RESTORE_QUERY",
+    "SERVER_ROUND_KEY",
+    "STATE_PREFIX",
+    "STATE_QUERY",
+    "STATS_QUERY",
     "TRAINED_BY_KEY",
     "WHY_KEY",
     "from_record",

@@ -45,7 +45,14 @@ import strategies
 from fedglobal import data
 from fedglobal.config import ExperimentConfig, ExperimentSection
 from fedglobal.errors import RunError
-from fedglobal.protocol import from_record, to_record
+from fedglobal.protocol import (
+    META_KEY,
+    REGION_KEY,
+    SERVER_ROUND_KEY,
+    STATS_QUERY,
+    from_record,
+    to_record,
+)
 from fedglobal.run import checkpoint
 from fedglobal.run.folder import write_run_folder
 from fedglobal.runtime.quiet import verbose as verbose_console
@@ -59,8 +66,6 @@ from fedglobal.server.monitor import RunMonitor
 from fedglobal.server.progress import RoundProgress
 
 app = ServerApp()
-
-QUERY_STATS = "query"
 
 
 @app.main()
@@ -99,7 +104,7 @@ def federated_schema(
     """
     nodes = sorted(grid.get_node_ids())
     messages = [
-        Message(RecordDict({"config": ConfigRecord(dict(base_config))}), node, QUERY_STATS)
+        Message(RecordDict({"config": ConfigRecord(dict(base_config))}), node, STATS_QUERY)
         for node in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
@@ -110,7 +115,7 @@ def federated_schema(
             continue
         content = reply.content
         stats.append(data.LocalStats.from_records(content["metrics"], content["lists"]))
-        regions.append(str(content["meta"]["region"]))
+        regions.append(str(content[META_KEY][REGION_KEY]))
     if failed:
         raise RunError("regions failed to report their statistics: " + "; ".join(failed))
     if len(replies) < len(nodes):
@@ -206,7 +211,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     _wait_for_nodes(grid, needed, cfg.engine.connect_timeout)
 
     base_config = ConfigRecord(
-        {"experiment": wire_experiment(cfg), "base-dir": cfg.base_dir, "server-round": 0}
+        {"experiment": wire_experiment(cfg), "base-dir": cfg.base_dir, SERVER_ROUND_KEY: 0}
     )
     schema, regions, region_stats = federated_schema(grid, cfg, base_config, timeout)
     rows = {region: int(s.n_rows) for region, s in region_stats.items()}

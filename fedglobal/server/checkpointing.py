@@ -28,17 +28,20 @@ from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 from flwr.serverapp import Grid
 
 from fedglobal.errors import CheckpointError
-from fedglobal.protocol import from_record
+from fedglobal.protocol import (
+    META_KEY,
+    REGION_KEY,
+    RESTORE_QUERY,
+    STATE_PREFIX,
+    STATE_QUERY,
+    from_record,
+)
 from fedglobal.run import checkpoint
 from fedglobal.run.checkpoint import Checkpoint
 
 __all__ = ["Checkpointer", "collect_client_state", "restore", "restore_client_state"]
 
 log = logging.getLogger(__name__)
-
-STATE_QUERY = "query.client_state"
-RESTORE_QUERY = "query.restore_client_state"
-STATE_PREFIX = "state/"
 
 
 def collect_client_state(
@@ -60,7 +63,7 @@ def collect_client_state(
         if reply.has_error():
             failed.append(reply.error.reason)
             continue
-        region = str(reply.content["meta"]["region"])
+        region = str(reply.content[META_KEY][REGION_KEY])
         state = RecordDict(
             {
                 key[len(STATE_PREFIX) :]: record

@@ -17,7 +17,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from fedglobal.errors import RunError
-from fedglobal.protocol import BOOKKEEPING_KEYS, TRAINED_BY_KEY, WHY_KEY
+from fedglobal.protocol import BOOKKEEPING_KEYS, META_KEY, TRAINED_BY_KEY, WHY_KEY
 from fedglobal.server.grid import DelegatingGrid, error_reply
 from strategies.compression import ARRAYS_KEY, CODEC_KEY, decode_reply
 
@@ -83,9 +83,9 @@ class TrainingPaths:
     reasons: Counter = field(default_factory=Counter)
 
     def add(self, reply: Message) -> None:
-        if reply.has_error() or not reply.has_content() or "meta" not in reply.content:
+        if reply.has_error() or not reply.has_content() or META_KEY not in reply.content:
             return
-        meta = reply.content["meta"]
+        meta = reply.content[META_KEY]
         if TRAINED_BY_KEY not in meta:
             return
         self.paths[str(meta[TRAINED_BY_KEY])] += 1

@@ -42,11 +42,10 @@ from flwr.supercore.run import Run
 
 from fedglobal.engines import placement
 from fedglobal.errors import RunError
+from fedglobal.protocol import META_KEY, REGION_KEY, SERVER_ROUND_KEY
 
 log = logging.getLogger(__name__)
 
-META_KEY = "meta"
-REGION_KEY = "region"
 NO_REPLY = "no reply within"
 #: Config key of a re-sent message's attempt number (1 = first retry).
 ATTEMPT_KEY = "attempt"
@@ -297,4 +296,4 @@ def _round_of(message: Message) -> Any:
     if not message.has_content():
         return None
     config = message.content.get("config")
-    return config.get("server-round") if isinstance(config, ConfigRecord) else None
+    return config.get(SERVER_ROUND_KEY) if isinstance(config, ConfigRecord) else None

@@ -17,13 +17,14 @@ import pandas as pd
 from flwr.app import MetricRecord, RecordDict
 
 from fedglobal import metrics
+from fedglobal.protocol import META_KEY
 
 COLUMNS = ["round", "region", "split", "metric", "value"]
 ALL = "all"
 
 
 def _region_and_round(record: RecordDict) -> tuple[str, int]:
-    meta = record.get("meta")
+    meta = record.get(META_KEY)
     if meta is None:
         return "unknown", 0
     return str(meta.get("region", "unknown")), int(meta.get("round", 0))

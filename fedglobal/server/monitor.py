@@ -33,7 +33,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 
 from fedglobal.config import ExperimentConfig
-from fedglobal.protocol import from_record
+from fedglobal.protocol import (
+    LOCAL_LAYERS_KEY,
+    LOCAL_LAYERS_QUERY,
+    META_KEY,
+    REGION_KEY,
+    SERVER_ROUND_KEY,
+    from_record,
+)
 from fedglobal.run.folder import PERSONAL_DIR, update_summary, write_table
 from fedglobal.server.comm import CommCounts, CountingGrid
 from fedglobal.server.history import HistoryRecorder
@@ -41,12 +48,11 @@ from fedglobal.server.hooks import EarlyStopping, ServerHook, StopRun
 from fedglobal.server.progress import RoundProgress
 from fedglobal.server.rounds import run_rounds
 
-__all__ = ["LOCAL_LAYERS_QUERY", "RunMonitor"]
+__all__ = ["RunMonitor"]
 
 log = logging.getLogger(__name__)
 
 #: Message type asking each region for its local (personal) layers at the end.
-LOCAL_LAYERS_QUERY = "query.local_layers"
 
 
 def training_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -358,7 +364,7 @@ class RunMonitor:
             self.personal = {"layers": [], "regions": [], "failed": [], "note": "no local layers"}
             return
         base = dict(config or {})
-        base.update({"local-layers": local, "server-round": last})
+        base.update({LOCAL_LAYERS_KEY: local, SERVER_ROUND_KEY: last})
         messages = [
             Message(RecordDict({"config": ConfigRecord(dict(base))}), node, LOCAL_LAYERS_QUERY)
             for node in sorted(grid.get_node_ids())
@@ -370,7 +376,7 @@ class RunMonitor:
             if reply.has_error():
                 failed.append(reply.error.reason)
                 continue
-            region = str(reply.content["meta"]["region"])
+            region = str(reply.content[META_KEY][REGION_KEY])
             arrays = from_record(reply.content["arrays"])
             unknown = sorted(set(arrays) - set(local))
             if unknown:

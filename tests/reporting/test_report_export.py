@@ -8,8 +8,8 @@ import pytest
 from fedglobal import data
 from fedglobal.cli.main import main as cli_main
 from fedglobal.errors import RunError
+from fedglobal.protocol import LOCAL_LAYERS_QUERY
 from fedglobal.run.export import FORMATS, export_model, load_export, load_model, personal_regions
-from fedglobal.server.monitor import LOCAL_LAYERS_QUERY
 
 pytestmark = pytest.mark.slow
 
