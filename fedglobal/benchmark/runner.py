@@ -242,18 +242,11 @@ def _model_bytes(run_dir: Path) -> int:
 
 def _bytes_per_round(cfg: ExperimentConfig, run_dir: Path, num_regions: int) -> float:
     import strategies
+    from strategies.interface import view
 
-    strategy = strategies.get(cfg.strategy.name, **cfg.strategy.params)
-    n_train = _sample_size(
-        num_regions,
-        float(getattr(strategy, "fraction_train", 1.0)),
-        int(getattr(strategy, "min_train_nodes", 0)),
-    )
-    n_eval = _sample_size(
-        num_regions,
-        float(getattr(strategy, "fraction_evaluate", 1.0)),
-        int(getattr(strategy, "min_evaluate_nodes", 0)),
-    )
+    needs = view(strategies.get(cfg.strategy.name, **cfg.strategy.params)).needs
+    n_train = _sample_size(num_regions, needs.fraction_train, needs.min_train_nodes)
+    n_eval = _sample_size(num_regions, needs.fraction_evaluate, needs.min_evaluate_nodes)
     return float(_model_bytes(run_dir) * (2 * n_train + n_eval))
 
 
@@ -376,14 +369,11 @@ def run_cell(
                 bytes_round = 0.0
             else:
                 import strategies
+                from strategies.interface import view
 
-                strategy = strategies.get(cfg.strategy.name, **cfg.strategy.params)
+                needs = view(strategies.get(cfg.strategy.name, **cfg.strategy.params)).needs
                 n = len(baseline_regions(cfg))
-                per_round = _sample_size(
-                    n,
-                    float(getattr(strategy, "fraction_train", 1.0)),
-                    int(getattr(strategy, "min_train_nodes", 0)),
-                )
+                per_round = _sample_size(n, needs.fraction_train, needs.min_train_nodes)
                 baseline = baselines.run_centralised(cfg, run_dir, clients_per_round=per_round)
                 bytes_round = math.nan
             history, summary = baseline.history, baseline.summary

@@ -14,6 +14,7 @@ from fedglobal.geo.compute import train_flops_per_step
 from fedglobal.geo.grid import GeoRounds
 from fedglobal.geo.places import PlacesError, build_places, server_point
 from fedglobal.geo.trace import Trace, parse_availability
+from strategies.interface import view
 
 __all__ = ["full_steps", "server_clock"]
 
@@ -76,7 +77,7 @@ def server_clock(
         start_epoch=parse_start(geo.start),
         route_factor=geo.route_factor,
         overhead_s=geo.overhead_s,
-        drop_partial=bool(getattr(strategy, "drop_stragglers", False)),
+        drop_partial=view(strategy).needs.drop_stragglers,
     )
     rounds = GeoRounds(
         clock,

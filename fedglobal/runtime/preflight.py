@@ -64,12 +64,13 @@ def check_strategy_fits_model(cfg: ExperimentConfig) -> None:
     """
     import strategies
     from strategies.errors import StrategyError
+    from strategies.interface import view
 
     try:
         strategy = strategies.get(cfg.strategy.name, **cfg.strategy.params)
     except StrategyError as exc:
         raise ConfigError(f"[strategy]: {exc}") from None
-    if not hasattr(strategy, "bind"):
+    if not view(strategy).layered:
         return
     names = model_variable_names(cfg)
     if names is None:
@@ -101,16 +102,17 @@ def check_enough_regions(cfg: ExperimentConfig, regions: Sequence[str]) -> None:
     (e.g. Krum's 2f+3) count too, not only keys set in the experiment file.
     """
     import strategies
+    from strategies.interface import view
 
-    strategy = strategies.get(cfg.strategy.name, **cfg.strategy.params)
+    needs = view(strategies.get(cfg.strategy.name, **cfg.strategy.params)).needs
     for key, attribute in (
         ("min_available_clients", "min_available_nodes"),
         ("min_train_clients", "min_train_nodes"),
         ("min_evaluate_clients", "min_evaluate_nodes"),
     ):
-        needed = int(getattr(strategy, attribute, 0))
+        needed = int(getattr(needs, attribute))
         if needed > len(regions):
-            f = getattr(strategy, "num_malicious", None)
+            f = needs.num_malicious
             if key == "min_train_clients" and f is not None:
                 raise ConfigError(
                     f"strategy {cfg.strategy.name!r} with num_malicious = {f} needs at least "

@@ -64,6 +64,7 @@ from fedglobal.server.grid import ServerGrid
 from fedglobal.server.history import HistoryRecorder
 from fedglobal.server.monitor import RunMonitor
 from fedglobal.server.progress import RoundProgress
+from strategies.interface import view
 
 app = ServerApp()
 
@@ -195,10 +196,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
 
     recorder = HistoryRecorder(task=cfg.data.task, on_round=on_round)
     strategy = build_strategy(cfg, recorder)
-    minimum = {
-        "train": int(getattr(strategy, "min_train_nodes", 0)),
-        "evaluate": int(getattr(strategy, "min_evaluate_nodes", 0)),
-    }
+    facing = view(strategy)  # what the server asks of it beyond Flower's Strategy
+    minimum = {"train": facing.needs.min_train_nodes, "evaluate": facing.needs.min_evaluate_nodes}
     clients_are_local = bool(getattr(grid, "clients_are_local", False))
     grid = server_grid = ServerGrid(
         grid, minimum=lambda stage: minimum.get(stage, 0), retries=cfg.server.round_retries
@@ -207,7 +206,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     grid = monitor.count(grid)  # bytes of every message, for rounds.csv and TensorBoard
     grid = DecodingGrid(grid)  # compressed updates (client.compression): decoded, after counting
     expected = int(run_config.get("expected-nodes", 0) or 0)
-    needed = max(expected, int(getattr(strategy, "min_available_nodes", 1)))
+    needed = max(expected, facing.needs.min_available_nodes)
     _wait_for_nodes(grid, needed, cfg.engine.connect_timeout)
 
     base_config = ConfigRecord(
@@ -229,14 +228,13 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
                 strategy=strategy,
                 region_of=server_grid.region_of,
                 reply_bytes=lambda: counting.last_reply_bytes if counting else {},
-                needed=max(int(getattr(strategy, "min_available_nodes", 1)), minimum["train"]),
+                needed=max(facing.needs.min_available_nodes, minimum["train"]),
                 stats=region_stats,
             )
         )
         progress.sim_time = monitor.sim_end_s
 
-    if hasattr(strategy, "bind"):
-        strategy.bind(list(weights))
+    facing.bind(list(weights))
 
     round_config = ConfigRecord({**dict(base_config), "schema": schema.to_json()})
     checkpointer = Checkpointer(
@@ -309,11 +307,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         regions=regions,
         extra={
             "wall_time_s": time.time() - started,
-            "rejected_updates": list(getattr(strategy, "rejected", [])),
-            "failed_replies": list(getattr(strategy, "failures", [])),
             "retried_stages": list(server_grid.retried),
-            "dropped_stragglers": list(getattr(strategy, "dropped", [])),
-            **(strategy.report() if hasattr(strategy, "report") else {}),
+            **facing.outcomes(),
             "engine": str(run_config.get("engine", cfg.experiment.engine)),
             "placement": server_grid.placement(
                 str(run_config.get("engine", cfg.experiment.engine))

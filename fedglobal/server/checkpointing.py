@@ -38,6 +38,7 @@ from fedglobal.protocol import (
 )
 from fedglobal.run import checkpoint
 from fedglobal.run.checkpoint import Checkpoint
+from strategies.interface import Stateful
 
 __all__ = ["Checkpointer", "collect_client_state", "restore", "restore_client_state"]
 
@@ -246,7 +247,7 @@ def restore(
             f"cannot resume from {where}: the model's variables differ from the checkpoint's "
             f"(missing {missing}, unexpected {extra})"
         )
-    if ckpt.strategy_state is not None and hasattr(strategy, "load_state_dict"):
+    if ckpt.strategy_state is not None and isinstance(strategy, Stateful):
         try:
             strategy.load_state_dict(ckpt.strategy_state)
         except Exception as exc:

@@ -47,6 +47,7 @@ from fedglobal.server.history import HistoryRecorder
 from fedglobal.server.hooks import EarlyStopping, ServerHook, StopRun
 from fedglobal.server.progress import RoundProgress
 from fedglobal.server.rounds import run_rounds
+from strategies.interface import view
 
 __all__ = ["RunMonitor"]
 
@@ -357,9 +358,8 @@ class RunMonitor:
     def _collect_personal(
         self, strategy: Any, grid: Grid, config: ConfigRecord | None, kwargs: dict
     ) -> None:
-        plan = getattr(strategy, "plan", None)
         last = int(self.recorder.rows[-1][0]) if self.recorder.rows else 0
-        local = list(plan(max(1, last))[1]) if callable(plan) else []
+        local = view(strategy).local_layers(last)
         if not local:
             self.personal = {"layers": [], "regions": [], "failed": [], "note": "no local layers"}
             return

@@ -24,6 +24,8 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from strategies.interface import view
+
 __all__ = ["RoundsResult", "run_rounds"]
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,7 @@ def run_rounds(
     """Run rounds ``first_round..num_rounds`` of ``strategy`` (see the module docstring)."""
     train_config = ConfigRecord() if train_config is None else train_config
     evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
-    if hasattr(strategy, "summary"):
-        strategy.summary()
+    view(strategy).summary()
     arrays = initial_arrays
     if first_round <= 1 and evaluate_fn is not None:
         evaluate_fn(0, arrays)
