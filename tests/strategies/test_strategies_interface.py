@@ -1,4 +1,4 @@
-"""strategies.interface: what the ServerApp asks of a strategy, for catalogue and Flower strategies."""
+"""strategies.interface: what the ServerApp asks of catalogue and Flower strategies."""
 
 from __future__ import annotations
 
