@@ -725,6 +725,9 @@ def ray_address_problem(address: str) -> str | None:
 
 def _check_combinations(cfg: ExperimentConfig) -> None:
     _check_geo_combinations(cfg)
+    from fedglobal.geo.asynchronous import check_experiment
+
+    check_experiment(cfg)  # fedbuff, fedasync: [geo], its sync policy, the in-process Grid
     if cfg.client.callbacks and cfg.client.cohort is True:
         raise ConfigError(
             "client.callbacks run inside Keras fit, which cohort training (client.cohort = "

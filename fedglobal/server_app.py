@@ -211,18 +211,21 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
         from fedglobal.geo.setup import server_clock
 
         counting = monitor.counting
-        monitor.attach_clock(
-            server_clock(
-                cfg,
-                model=model,
-                rows=rows,
-                regions=regions,
-                strategy=strategy,
-                region_of=server_grid.region_of,
-                reply_bytes=lambda: counting.last_reply_bytes if counting else {},
-                needed=max(int(getattr(strategy, "min_available_nodes", 1)), minimum["train"]),
-            )
+        geo_rounds = server_clock(
+            cfg,
+            model=model,
+            rows=rows,
+            regions=regions,
+            strategy=strategy,
+            region_of=server_grid.region_of,
+            reply_bytes=lambda: counting.last_reply_bytes if counting else {},
+            needed=max(int(getattr(strategy, "min_available_nodes", 1)), minimum["train"]),
         )
+        if getattr(strategy, "asynchronous", False):  # fedbuff, fedasync: steps by arrivals
+            from fedglobal.geo.asynchronous import AsyncRounds
+
+            geo_rounds = AsyncRounds(geo_rounds, per_step=strategy.arrivals_per_step)
+        monitor.attach_clock(geo_rounds)
         progress.sim_time = monitor.sim_end_s
 
     if hasattr(strategy, "bind"):

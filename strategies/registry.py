@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from flwr.serverapp.strategy import Strategy
 
+from .asynchronous import FedAsync, FedBuff
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from .dp import DPFedAvg
 from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, nearest
@@ -40,6 +41,7 @@ __all__ = [
     "is_reference",
     "load_reference",
     "register",
+    "strategy_class",
 ]
 
 S = TypeVar("S", bound=type[Strategy])
@@ -196,6 +198,16 @@ def _lookup(name: str) -> type[Strategy]:
         raise UnknownStrategyError(name, available()) from None
 
 
+def strategy_class(name: str) -> type[Strategy]:
+    """The class a registered name or a component reference resolves to.
+
+    Raises:
+        UnknownStrategyError: the name is not registered.
+        StrategyError: a reference that cannot be loaded.
+    """
+    return _lookup(name)
+
+
 def get(identifier: str | Mapping[str, Any] | Strategy, **params: Any) -> Strategy:
     """Return a strategy from a name, a ``{"name": ..., **params}`` dict, or an instance.
 
@@ -262,3 +274,5 @@ register("bulyan")(Bulyan)
 register("layerwise")(Layerwise)
 register("fedper")(FedPer)
 register("fedbn")(FedBN)
+register("fedbuff")(FedBuff)
+register("fedasync")(FedAsync)

@@ -82,6 +82,13 @@ class GeoRounds:
         """The grid ``configure_train`` and the train exchange of ``server_round`` use."""
         return ClockedGrid(self, server_round, grid)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The clock's state (for checkpoints)."""
+        return self.clock.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.clock.load_state_dict(state)
+
 
 class ClockedGrid(DelegatingGrid):
     """One round's view of ``grid`` under the clock (see the module docstring)."""

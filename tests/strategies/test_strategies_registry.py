@@ -25,6 +25,7 @@ from strategies import (
     get,
     register,
 )
+from strategies.asynchronous import FedAsync, FedBuff
 from strategies.errors import InvalidParameterError, StrategyError, UnknownStrategyError
 
 
@@ -82,6 +83,8 @@ CATALOGUE = {
     "layerwise": Layerwise,
     "fedper": FedPer,
     "fedbn": FedBN,
+    "fedbuff": FedBuff,
+    "fedasync": FedAsync,
 }
 
 
