@@ -274,6 +274,9 @@ class GeoConfig:
     regions: dict[str, Any] = _f(
         {}, doc="per-region overrides: {NAME = {lat, lon, timezone, compute, uplink_mbps, ...}}"
     )
+    groups: dict[str, Any] = _f(
+        {}, doc="hierfavg group_by = 'geo': {GROUP = [region, ...]}, each region in one group"
+    )
 
 
 @dataclass(frozen=True)

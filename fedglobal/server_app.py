@@ -88,11 +88,16 @@ def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
 
 
 def federated_schema(
-    grid: Grid, cfg: ExperimentConfig, base_config: ConfigRecord, timeout: float
+    grid: Grid,
+    cfg: ExperimentConfig,
+    base_config: ConfigRecord,
+    timeout: float,
+    vocab: dict[str, dict[str, list[str]]] | None = None,
 ) -> tuple[data.Schema, list[str], dict[str, int]]:
     """Ask every connected region for its statistics and merge them into the schema.
 
-    Returns the schema, the sorted region names and each region's train row count.
+    Returns the schema, the sorted region names and each region's train row count;
+    ``vocab``, when given, receives each region's categorical values per column.
     """
     nodes = sorted(grid.get_node_ids())
     messages = [
@@ -115,6 +120,8 @@ def federated_schema(
             f"only {len(replies)} of {len(nodes)} regions reported statistics within {timeout}s"
         )
     rows = {region: int(s.n_rows) for region, s in zip(regions, stats, strict=True)}
+    if vocab is not None:
+        vocab.update({region: dict(s.vocab) for region, s in zip(regions, stats, strict=True)})
     return data.merge_stats(stats, cfg), sorted(regions), rows
 
 
@@ -205,8 +212,10 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     base_config = ConfigRecord(
         {"experiment": wire_experiment(cfg), "base-dir": cfg.base_dir, "server-round": 0}
     )
-    schema, regions, rows = federated_schema(grid, cfg, base_config, timeout)
+    vocab: dict[str, dict[str, list[str]]] = {}
+    schema, regions, rows = federated_schema(grid, cfg, base_config, timeout, vocab)
     model, weights = initial_weights(cfg, schema)
+    geo_rounds: Any = None
     if cfg.geo is not None:  # the simulated clock: where the server sends and receives
         from fedglobal.geo.setup import server_clock
 
@@ -225,6 +234,12 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             from fedglobal.geo.asynchronous import AsyncRounds
 
             geo_rounds = AsyncRounds(geo_rounds, per_step=strategy.arrivals_per_step)
+    if hasattr(strategy, "set_groups"):  # hierfavg: the regions' groups, group-server links
+        from fedglobal.geo.hierarchy import attach_groups
+
+        hierarchy = attach_groups(strategy, cfg, regions=regions, vocab=vocab, geo=geo_rounds)
+        geo_rounds = hierarchy if hierarchy is not None else geo_rounds
+    if geo_rounds is not None:
         monitor.attach_clock(geo_rounds)
         progress.sim_time = monitor.sim_end_s
 

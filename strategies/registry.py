@@ -32,6 +32,7 @@ from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, 
 from .fedavg import FedAvg
 from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import FedProx
+from .hierfavg import HierFAVG
 from .layerwise import FedBN, FedPer, Layerwise
 
 __all__ = [
@@ -276,3 +277,4 @@ register("fedper")(FedPer)
 register("fedbn")(FedBN)
 register("fedbuff")(FedBuff)
 register("fedasync")(FedAsync)
+register("hierfavg")(HierFAVG)

@@ -27,6 +27,7 @@ from strategies import (
 )
 from strategies.asynchronous import FedAsync, FedBuff
 from strategies.errors import InvalidParameterError, StrategyError, UnknownStrategyError
+from strategies.hierfavg import HierFAVG
 
 
 def test_public_api_pinned():
@@ -85,6 +86,7 @@ CATALOGUE = {
     "fedbn": FedBN,
     "fedbuff": FedBuff,
     "fedasync": FedAsync,
+    "hierfavg": HierFAVG,
 }
 
 
