@@ -56,6 +56,14 @@ def _experiment(folder: Path, table: Path, model: str, strategy: str) -> Path:
         "strategy": {"name": strategy},
         "output": {"plots": False, "tensorboard": False},
     }
+    if strategy == "hierfavg":  # two groups of regions, from a [geo] grouping table
+        names = [f"r{i}" for i in range(REGIONS)]
+        raw["strategy"]["group_by"] = "geo"
+        raw["geo"] = {
+            "server": [0.0, 0.0],
+            "regions": {name: {"lat": float(i), "lon": float(i)} for i, name in enumerate(names)},
+            "groups": {"low": names[:3], "high": names[3:]},
+        }
     path = folder / "experiment.toml"
     path.write_text(tomli_w.dumps(raw))
     return path
