@@ -85,6 +85,12 @@ def test_each_step_aggregates_k_arrivals_in_clock_order(fedbuff_runs):
     assert set(steps.trained_by) == {"cohort"} and steps.fallback_reason.isna().all()
 
 
+def test_the_run_folder_keeps_its_schema(fedbuff_runs):
+    from fedglobal.results import check_run
+
+    assert check_run(fedbuff_runs[0].run_dir) == []
+
+
 def test_same_seed_same_history_and_clock(fedbuff_runs):
     first, second = fedbuff_runs
     pd.testing.assert_frame_equal(first.history, second.history)

@@ -85,6 +85,12 @@ def test_cloud_rounds_add_the_wide_area_exchange(hier_runs):
     assert r2[1] == r2[0] and r2[3] == r2[2] and r2[2] != r2[1]
 
 
+def test_the_run_folder_keeps_its_schema(hier_runs):
+    from fedglobal.results import check_run
+
+    assert check_run(hier_runs[0].run_dir) == []
+
+
 def test_same_seed_same_history_and_clock(hier_runs):
     first, second = hier_runs
     pd.testing.assert_frame_equal(first.history, second.history)
