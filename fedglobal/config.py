@@ -731,6 +731,9 @@ def _check_combinations(cfg: ExperimentConfig) -> None:
     from fedglobal.geo.asynchronous import check_experiment
 
     check_experiment(cfg)  # fedbuff, fedasync: [geo], its sync policy, the in-process Grid
+    from fedglobal.geo.hierarchy import check_experiment as check_hierarchy
+
+    check_hierarchy(cfg)  # hierfavg: not with overcommit
     if cfg.client.callbacks and cfg.client.cohort is True:
         raise ConfigError(
             "client.callbacks run inside Keras fit, which cohort training (client.cohort = "

@@ -38,7 +38,26 @@ from fedglobal.geo.grid import GeoRounds
 from fedglobal.geo.network import Link, great_circle_km
 from fedglobal.server_grid import DelegatingGrid
 
-__all__ = ["HierGrid", "HierRounds", "attach_groups", "region_groups"]
+__all__ = ["HierGrid", "HierRounds", "attach_groups", "check_experiment", "region_groups"]
+
+
+def check_experiment(cfg: Any) -> None:
+    """Refuse, in one line, hierarchical rounds under ``[geo] policy = "overcommit"``.
+
+    Overcommit sends extra regions a copy of one region's instruction, which
+    under ``hierfavg`` would carry another group's model.
+    """
+    from strategies.registry import strategy_class
+
+    try:
+        cls = strategy_class(cfg.strategy.name)
+    except ValueError:
+        return  # the [strategy] check names it
+    if hasattr(cls, "set_groups") and cfg.geo is not None and cfg.geo.policy == "overcommit":
+        raise ConfigError(
+            f"strategy {cfg.strategy.name!r} is hierarchical: geo.policy = 'overcommit' is not "
+            "supported with it (allowed: 'sync', 'deadline')"
+        )
 
 
 def region_groups(

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import fedglobal
+from fedglobal.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +146,10 @@ def test_group_by_a_data_column(tmp_path):
         "north": ["France", "Germany", "Japan"],
         "south": ["Brazil", "China", "Peru"],
     }
+
+
+def test_overcommit_is_refused_in_one_line(tmp_path):
+    raw = _experiment(tmp_path, 1, HIER)
+    raw["geo"]["policy"] = "overcommit"
+    with pytest.raises(ConfigError, match="is hierarchical: geo.policy = 'overcommit'"):
+        fedglobal.simulate(raw, output_dir=tmp_path / "runs", quiet=True)
