@@ -99,16 +99,20 @@ def test_same_seed_same_history_and_clock(fedbuff_runs):
     pd.testing.assert_frame_equal(first.rounds[columns], second.rounds[columns])
 
 
-def test_a_resumed_run_continues_bit_for_bit(tmp_path):
+FEDASYNC = {"name": "fedasync", "alpha": 0.6, "staleness": "polynomial"}
+
+
+@pytest.mark.parametrize("strategy", [FEDBUFF, FEDASYNC], ids=["fedbuff", "fedasync"])
+def test_a_resumed_run_continues_bit_for_bit(tmp_path, strategy):
     """The checkpoint after step 2 has replies in flight; resuming reproduces the straight run."""
     straight = fedglobal.simulate(
-        _experiment(tmp_path, 5, FEDBUFF), output_dir=tmp_path / "straight", quiet=True
+        _experiment(tmp_path, 5, strategy), output_dir=tmp_path / "straight", quiet=True
     )
     first = fedglobal.simulate(
-        _experiment(tmp_path, 2, FEDBUFF), output_dir=tmp_path / "run", quiet=True
+        _experiment(tmp_path, 2, strategy), output_dir=tmp_path / "run", quiet=True
     )
     resumed = fedglobal.simulate(
-        _experiment(tmp_path, 2, FEDBUFF),
+        _experiment(tmp_path, 2, strategy),
         overrides=["experiment.rounds=5"],
         resume=first.run_dir,
         quiet=True,
@@ -129,6 +133,13 @@ def test_fedasync_steps_every_arrival(tmp_path):
     assert len(result.sim_times) == 4 and (result.sim_times.kept == 1).all()
     staleness = result.history[result.history.metric == "staleness"]
     assert len(staleness) == 4
+    # step 1 sends every region its model, trained as one cohort; later steps send one
+    # region, which [client] cohort = "auto" trains with Keras fit by design
+    steps = result.rounds[result.rounds["round"] > 0]
+    assert steps.trained_by.iloc[0] == "cohort"
+    assert set(steps.fallback_reason.dropna()) <= {
+        "a cohort of one region (client.cohort = 'auto')"
+    }
 
 
 def test_fedbuff_with_k_all_regions_is_fedavg_end_to_end(tmp_path):

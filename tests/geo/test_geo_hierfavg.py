@@ -92,6 +92,21 @@ def test_the_run_folder_keeps_its_schema(hier_runs):
     assert check_run(hier_runs[0].run_dir) == []
 
 
+def test_each_group_trains_from_its_own_model_in_one_cohort(hier_runs, tmp_path):
+    """Cohort training takes the regions of every group together, each from its own
+    group's model: the same history as Keras fit region by region."""
+    rounds = hier_runs[0].rounds
+    assert set(rounds[rounds["round"] > 0].trained_by) == {"cohort"}
+    raw = _experiment(tmp_path, 4, HIER)
+    raw["client"]["cohort"] = False
+    one_by_one = fedglobal.simulate(raw, output_dir=tmp_path, quiet=True)
+    mine, theirs = (
+        r.history[r.history.split == "test"].set_index(["round", "region", "metric"]).value
+        for r in (hier_runs[0], one_by_one)
+    )
+    pd.testing.assert_series_equal(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
 def test_same_seed_same_history_and_clock(hier_runs):
     first, second = hier_runs
     pd.testing.assert_frame_equal(first.history, second.history)
