@@ -215,33 +215,27 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
     vocab: dict[str, dict[str, list[str]]] = {}
     schema, regions, rows = federated_schema(grid, cfg, base_config, timeout, vocab)
     model, weights = initial_weights(cfg, schema)
-    geo_rounds: Any = None
     if cfg.geo is not None:  # the simulated clock: where the server sends and receives
         from fedglobal.geo.setup import server_clock
 
         counting = monitor.counting
-        geo_rounds = server_clock(
-            cfg,
-            model=model,
-            rows=rows,
-            regions=regions,
-            strategy=strategy,
-            region_of=server_grid.region_of,
-            reply_bytes=lambda: counting.last_reply_bytes if counting else {},
-            needed=max(int(getattr(strategy, "min_available_nodes", 1)), minimum["train"]),
+        monitor.attach_clock(
+            server_clock(
+                cfg,
+                model=model,
+                rows=rows,
+                regions=regions,
+                strategy=strategy,
+                region_of=server_grid.region_of,
+                reply_bytes=lambda: counting.last_reply_bytes if counting else {},
+                needed=max(int(getattr(strategy, "min_available_nodes", 1)), minimum["train"]),
+            )
         )
-        if getattr(strategy, "asynchronous", False):  # fedbuff, fedasync: steps by arrivals
-            from fedglobal.geo.asynchronous import AsyncRounds
-
-            geo_rounds = AsyncRounds(geo_rounds, per_step=strategy.arrivals_per_step)
-    if hasattr(strategy, "set_groups"):  # hierfavg: the regions' groups, group-server links
+        progress.sim_time = monitor.sim_end_s
+    if hasattr(strategy, "set_groups"):  # hierfavg: the regions' groups (and links, [geo])
         from fedglobal.geo.hierarchy import attach_groups
 
-        hierarchy = attach_groups(strategy, cfg, regions=regions, vocab=vocab, geo=geo_rounds)
-        geo_rounds = hierarchy if hierarchy is not None else geo_rounds
-    if geo_rounds is not None:
-        monitor.attach_clock(geo_rounds)
-        progress.sim_time = monitor.sim_end_s
+        attach_groups(strategy, cfg, regions=regions, vocab=vocab, monitor=monitor)
 
     if hasattr(strategy, "bind"):
         strategy.bind(list(weights))

@@ -141,17 +141,20 @@ def attach_groups(
     *,
     regions: Sequence[str],
     vocab: Mapping[str, Mapping[str, Sequence[str]]],
-    geo: GeoRounds | None,
-) -> HierRounds | None:
-    """Give ``strategy`` (HierFAVG) its groups; with ``[geo]``, the clock's hierarchical view."""
+    monitor: Any,
+) -> None:
+    """Give ``strategy`` (HierFAVG) its groups; with ``[geo]`` (the monitor's clock),
+    time the rounds on the region -> group server -> cloud links (:class:`HierRounds`)."""
+    geo = monitor.geo
     places = geo.clock.places if geo is not None else None
     table = cfg.geo.groups if cfg.geo is not None else None
     groups = region_groups(strategy.group_by, regions, places=places, table=table, vocab=vocab)
     strategy.set_groups(groups)
-    if geo is None:
-        return None
-    bandwidth = (cfg.geo.downlink_mbps, cfg.geo.uplink_mbps)
-    return HierRounds(geo, strategy, groups, bandwidth=bandwidth, route=cfg.geo.route_factor)
+    if geo is not None:
+        bandwidth = (cfg.geo.downlink_mbps, cfg.geo.uplink_mbps)
+        monitor.attach_clock(
+            HierRounds(geo, strategy, groups, bandwidth=bandwidth, route=cfg.geo.route_factor)
+        )
 
 
 class HierRounds:

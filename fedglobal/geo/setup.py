@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fedglobal.errors import ConfigError
+from fedglobal.geo.asynchronous import AsyncRounds
 from fedglobal.geo.availability import Window, parse_start
 from fedglobal.geo.clock import SimClock
 from fedglobal.geo.compute import train_flops_per_step
@@ -37,8 +38,9 @@ def server_clock(
     region_of: Callable[[int], str],
     reply_bytes: Callable[[], Mapping[int, int]],
     needed: int,
-) -> GeoRounds:
-    """The :class:`GeoRounds` of a run with ``[geo]`` (``cfg.geo`` must be set).
+) -> GeoRounds | AsyncRounds:
+    """The :class:`GeoRounds` of a run with ``[geo]`` (``cfg.geo`` must be set); for an
+    asynchronous strategy (``fedbuff``, ``fedasync``) the :class:`AsyncRounds` over it.
 
     Raises:
         ConfigError: a region without coordinates, or a server name not found
@@ -72,4 +74,6 @@ def server_clock(
         reply_bytes=reply_bytes,
     )
     rounds.server = (server[0], server[1], server[2])
+    if getattr(strategy, "asynchronous", False):  # fedbuff, fedasync: steps by arrivals
+        return AsyncRounds(rounds, per_step=strategy.arrivals_per_step)
     return rounds
