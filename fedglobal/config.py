@@ -280,6 +280,9 @@ class GeoConfig:
     regions: dict[str, Any] = _f(
         {}, doc="per-region overrides: {NAME = {lat, lon, timezone, compute, uplink_mbps, ...}}"
     )
+    groups: dict[str, Any] = _f(
+        {}, doc="hierfavg group_by = 'geo': {GROUP = [region, ...]}, each region in one group"
+    )
 
 
 @dataclass(frozen=True)
@@ -731,6 +734,12 @@ def ray_address_problem(address: str) -> str | None:
 
 def _check_combinations(cfg: ExperimentConfig) -> None:
     _check_geo_combinations(cfg)
+    from fedglobal.geo.asynchronous import check_experiment
+
+    check_experiment(cfg)  # fedbuff, fedasync: [geo], its sync policy, the in-process Grid
+    from fedglobal.geo.hierarchy import check_experiment as check_hierarchy
+
+    check_hierarchy(cfg)  # hierfavg: not with overcommit
     if cfg.client.callbacks and cfg.client.cohort is True:
         raise ConfigError(
             "client.callbacks run inside Keras fit, which cohort training (client.cohort = "

@@ -12,6 +12,9 @@
   per-layer weighting criteria), :class:`FedPer` (Arivazhagan et al. 2019),
   :class:`FedBN` (Li et al. 2021).
 - :class:`DPFedAvg` (McMahan et al. 2018): clipping, Gaussian noise, RDP accountant.
+- :mod:`strategies.asynchronous`: FedBuff (Nguyen et al. 2022) and FedAsync (Xie
+  et al. 2019), maths in :mod:`strategies.staleness`; :mod:`strategies.hierfavg`:
+  HierFAVG (Liu et al. 2020). Found by name (``fedbuff``, ``fedasync``, ``hierfavg``).
 - :func:`get` / :func:`register` / :func:`available`: strategies by name.
 
 Every strategy subclasses :class:`FedAvg` and has ``get_config()``,

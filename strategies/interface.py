@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Layered", "Logged", "Needs", "Reporting", "Stateful", "StrategyView", "view"]
+__all__ = ["Grouped", "Layered", "Logged", "Needs", "Reporting", "Stateful", "StrategyView", "view"]
 
 
 @runtime_checkable
@@ -53,6 +53,13 @@ class Layered(Protocol):
     def bind(self, names: Sequence[str]) -> Any: ...
 
     def plan(self, server_round: int) -> tuple[dict[str, str], list[str]]: ...
+
+
+@runtime_checkable
+class Grouped(Protocol):
+    """Aggregates in groups of regions (hierarchical FL): told each region's group."""
+
+    def set_groups(self, groups: Mapping[str, str]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,15 @@ class StrategyView:
     @property
     def layered(self) -> bool:
         return isinstance(self.strategy, Layered)
+
+    @property
+    def asynchronous(self) -> bool:
+        """Steps on arrivals on the simulated clock (fedbuff, fedasync), not in rounds."""
+        return bool(getattr(self.strategy, "asynchronous", False))
+
+    @property
+    def grouped(self) -> bool:
+        return isinstance(self.strategy, Grouped)
 
     @property
     def stateful(self) -> bool:

@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 
 from flwr.serverapp.strategy import Strategy
 
+from .asynchronous import FedAsync, FedBuff
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from .dp import DPFedAvg
 from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, nearest
 from .fedavg import FedAvg
 from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import FedProx
+from .hierfavg import HierFAVG
 from .layerwise import FedBN, FedPer, Layerwise
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "is_reference",
     "load_reference",
     "register",
+    "strategy_class",
 ]
 
 S = TypeVar("S", bound=type[Strategy])
@@ -196,6 +199,16 @@ def _lookup(name: str) -> type[Strategy]:
         raise UnknownStrategyError(name, available()) from None
 
 
+def strategy_class(name: str) -> type[Strategy]:
+    """The class a registered name or a component reference resolves to.
+
+    Raises:
+        UnknownStrategyError: the name is not registered.
+        StrategyError: a reference that cannot be loaded.
+    """
+    return _lookup(name)
+
+
 def get(identifier: str | Mapping[str, Any] | Strategy, **params: Any) -> Strategy:
     """Return a strategy from a name, a ``{"name": ..., **params}`` dict, or an instance.
 
@@ -262,3 +275,6 @@ register("bulyan")(Bulyan)
 register("layerwise")(Layerwise)
 register("fedper")(FedPer)
 register("fedbn")(FedBN)
+register("fedbuff")(FedBuff)
+register("fedasync")(FedAsync)
+register("hierfavg")(HierFAVG)

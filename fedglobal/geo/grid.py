@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -80,6 +81,13 @@ class GeoRounds:
     def for_round(self, server_round: int, grid: Grid) -> ClockedGrid:
         """The grid ``configure_train`` and the train exchange of ``server_round`` use."""
         return ClockedGrid(self, server_round, grid)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The clock's state (for checkpoints)."""
+        return self.clock.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.clock.load_state_dict(state)
 
 
 class ClockedGrid(DelegatingGrid):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fedglobal.errors import ConfigError
+from fedglobal.geo.asynchronous import AsyncRounds
 from fedglobal.geo.availability import WindowError, parse_start
 from fedglobal.geo.clock import SimClock
 from fedglobal.geo.columns import column_places
@@ -41,8 +42,9 @@ def server_clock(
     reply_bytes: Callable[[], Mapping[int, int]],
     needed: int,
     stats: Mapping[str, Any] | None = None,
-) -> GeoRounds:
-    """The :class:`GeoRounds` of a run with ``[geo]`` (``cfg.geo`` must be set).
+) -> GeoRounds | AsyncRounds:
+    """The :class:`GeoRounds` of a run with ``[geo]`` (``cfg.geo`` must be set); for an
+    asynchronous strategy (``fedbuff``, ``fedasync``) the :class:`AsyncRounds` over it.
 
     ``stats`` maps each region to the statistics it reported
     (:class:`fedglobal.data.LocalStats`); with ``geo.lat_column`` /
@@ -88,4 +90,6 @@ def server_clock(
         reply_bytes=reply_bytes,
     )
     rounds.server = (server[0], server[1], server[2])
+    if view(strategy).asynchronous:  # fedbuff, fedasync: steps by arrivals
+        return AsyncRounds(rounds, per_step=strategy.arrivals_per_step)
     return rounds

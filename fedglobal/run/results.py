@@ -29,6 +29,8 @@ HISTORY_COLUMNS = {
 }
 SPLITS = ("train", "test", "server")
 METRICS = ("loss", "accuracy", "precision", "recall", "f1", "mae", "rmse", "r2")
+#: history.csv metrics of asynchronous strategies (split ``train``): per region, and pooled.
+STALENESS_METRICS = ("staleness", "staleness_mean", "staleness_max")
 
 #: summary.json: every key a run writes, and the JSON types its value may have.
 SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
@@ -66,6 +68,7 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "sim_total_s": (float, int),
     "sim_time_to_target_s": (float, int, type(None)),
     "geo": (dict,),
+    "hierarchy": (dict,),
 }
 #: Keys written only when the experiment asks for them.
 OPTIONAL_SUMMARY_FIELDS = (
@@ -76,6 +79,7 @@ OPTIONAL_SUMMARY_FIELDS = (
     "sim_total_s",
     "sim_time_to_target_s",
     "geo",
+    "hierarchy",
 )
 
 
@@ -172,7 +176,7 @@ def check_run(path: str | Path) -> list[str]:
         problems.append("history.csv: round must be integers >= 0")
     if not pd.api.types.is_numeric_dtype(history["value"]):
         problems.append("history.csv: value must be numeric")
-    for column, allowed in (("split", SPLITS), ("metric", METRICS)):
+    for column, allowed in (("split", SPLITS), ("metric", METRICS + STALENESS_METRICS)):
         unknown = sorted(set(history[column]) - set(allowed))
         if unknown:
             problems.append(f"history.csv: unknown {column} values {unknown}")

@@ -233,6 +233,11 @@ def run_federation(grid: Grid, run_config: dict[str, Any]) -> None:
             )
         )
         progress.sim_time = monitor.sim_end_s
+    if facing.grouped:  # hierfavg: the regions' groups (and links, [geo])
+        from fedglobal.geo.hierarchy import attach_groups
+
+        vocab = {region: dict(s.vocab) for region, s in region_stats.items()}
+        attach_groups(strategy, cfg, regions=regions, vocab=vocab, monitor=monitor)
 
     facing.bind(list(weights))
 

@@ -20,6 +20,10 @@ from fedglobal import metrics
 from fedglobal.protocol import META_KEY
 
 COLUMNS = ["round", "region", "split", "metric", "value"]
+#: A train reply's staleness (server steps since its model was sent; asynchronous
+#: strategies add it to their replies' metrics): per region, and pooled as
+#: ``staleness_mean`` and ``staleness_max`` (region ``all``, split ``train``).
+STALENESS = "staleness"
 ALL = "all"
 
 
@@ -45,16 +49,24 @@ class HistoryRecorder:
     def aggregate_train(self, records: Sequence[RecordDict], weighted_by_key: str) -> MetricRecord:
         """Per-region train loss rows, and their example-weighted mean as ``all``."""
         total, weighted, server_round, regions = 0.0, 0.0, 0, []
+        staleness: list[float] = []
         for record in records:
             region, server_round = _region_and_round(record)
             values = record["metrics"]
             n = float(values[weighted_by_key])
             loss = float(values.get("loss", math.nan))
-            self.add(server_round, region, "train", {"loss": loss})
+            row = {"loss": loss}
+            if STALENESS in values:  # asynchronous strategies (strategies.asynchronous)
+                row[STALENESS] = float(values[STALENESS])
+                staleness.append(row[STALENESS])
+            self.add(server_round, region, "train", row)
             total += n
             weighted += n * loss
             regions.append(region)
         pooled = {"loss": weighted / total} if total > 0 else {}
+        if staleness:  # the staleness distribution of the server step
+            pooled["staleness_mean"] = sum(staleness) / len(staleness)
+            pooled["staleness_max"] = max(staleness)
         self.add(server_round, ALL, "train", pooled)
         if self.on_round:
             self.on_round(server_round, "train", pooled, regions)

@@ -228,7 +228,7 @@ class RunMonitor:
             "hooks": {
                 type(h).__name__: h.state_dict() for h in self.hooks if hasattr(h, "state_dict")
             },
-            **({"geo": self.geo.clock.state_dict()} if self.geo is not None else {}),
+            **({"geo": self.geo.state_dict()} if self.geo is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> None:
@@ -247,7 +247,7 @@ class RunMonitor:
         self._time_before = time.time()
         self._previous = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
         if self.geo is not None and "geo" in state:
-            self.geo.clock.load_state_dict(state["geo"])
+            self.geo.load_state_dict(state["geo"])
         saved = state.get("hooks", {})
         for hook in self.hooks:
             name = type(hook).__name__

@@ -25,7 +25,9 @@ from strategies import (
     get,
     register,
 )
+from strategies.asynchronous import FedAsync, FedBuff
 from strategies.errors import InvalidParameterError, StrategyError, UnknownStrategyError
+from strategies.hierfavg import HierFAVG
 
 
 def test_public_api_pinned():
@@ -82,6 +84,9 @@ CATALOGUE = {
     "layerwise": Layerwise,
     "fedper": FedPer,
     "fedbn": FedBN,
+    "fedbuff": FedBuff,
+    "fedasync": FedAsync,
+    "hierfavg": HierFAVG,
 }
 
 
