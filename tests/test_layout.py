@@ -19,7 +19,7 @@ KNOWN_CYCLES = [
     ["fedglobal.run.export", "fedglobal.run.results"],
 ]
 #: Private names still imported across modules (issue 16): at most this many.
-KNOWN_PRIVATE_IMPORTS = 1
+KNOWN_PRIVATE_IMPORTS = 0
 
 
 def _modules(root: Path) -> dict[str, Path]:
