@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import (
     DtypeMismatchError,
+    InvalidParameterError,
     InvalidWeightError,
     KeyMismatchError,
     NonFiniteError,
@@ -51,6 +52,7 @@ __all__ = [
     "Reference",
     "Update",
     "aggregate_layerwise",
+    "check_count",
     "check_update",
     "check_weight",
     "criterion_weight",
@@ -154,6 +156,17 @@ def check_update(
                 client=client,
                 layer=name,
             )
+
+
+def check_count(name: str, value: object) -> int:
+    """Return ``value`` (the parameter ``name``: a client count, a seed) as an int >= 0.
+
+    Raises:
+        InvalidParameterError: not an int (a bool is not one), or negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InvalidParameterError(f"{name} must be an int >= 0, got {value!r}")
+    return int(value)
 
 
 def check_weight(weight: object, *, client: str, allow_zero: bool = False) -> float:

@@ -37,9 +37,9 @@ import numpy as np
 from flwr.supercore import log
 
 from . import robust
-from .aggregate import Update
+from .aggregate import Update, check_count
 from .errors import InvalidParameterError
-from .fedavg import FedAvg, _count
+from .fedavg import FedAvg
 
 __all__ = ["Bulyan", "FedMedian", "FedTrimmedAvg", "Krum", "MultiKrum"]
 
@@ -63,7 +63,7 @@ class _Robust(FedAvg):
         if min_train_clients is None:
             n = max(2, robust.min_clients(self.rule, f))
         else:
-            n = _count("min_train_clients", min_train_clients)
+            n = check_count("min_train_clients", min_train_clients)
             robust.check_clients(self.rule, n, f, where="(min_train_clients)")
         super().__init__(min_train_clients=n, **kwargs)
         self._params["min_train_clients"] = min_train_clients

@@ -46,6 +46,7 @@ from flwr.supercore import log
 
 from .aggregate import (
     Update,
+    check_count,
     check_update,
     check_weight,
     reference_of,
@@ -88,12 +89,6 @@ def _fraction(name: str, value: object) -> float:
     ):
         raise InvalidParameterError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise InvalidParameterError(f"{name} must be an int >= 0, got {value!r}")
-    return int(value)
 
 
 def _seconds(name: str, value: object) -> float:
@@ -202,13 +197,13 @@ class FedAvg(FlowerFedAvg):
         super().__init__(
             fraction_train=_fraction("fraction_train", fraction_train),
             fraction_evaluate=_fraction("fraction_evaluate", fraction_evaluate),
-            min_train_nodes=_count("min_train_clients", min_train_clients),
-            min_evaluate_nodes=_count("min_evaluate_clients", min_evaluate_clients),
-            min_available_nodes=_count("min_available_clients", min_available_clients),
+            min_train_nodes=check_count("min_train_clients", min_train_clients),
+            min_evaluate_nodes=check_count("min_evaluate_clients", min_evaluate_clients),
+            min_available_nodes=check_count("min_available_clients", min_available_clients),
             train_metrics_aggr_fn=train_metrics_aggr_fn,
             evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
         )
-        self.seed = _count("seed", seed)
+        self.seed = check_count("seed", seed)
         self.wait_timeout = _seconds("wait_timeout", wait_timeout)
         self.stragglers = _fraction("stragglers", stragglers)
         self.straggler_max_steps = _positive_int("straggler_max_steps", straggler_max_steps)

@@ -266,7 +266,7 @@ def _dataset_mb(config: str) -> tuple[float, float]:
             return sum(owned(v) for v in item)
         return 0
 
-    prepared = regions._prepared_source(load_config(config))
+    prepared = regions.prepared_source(load_config(config))
     total = owned(dict(prepared.groups)) if prepared.store is None else 0
     if prepared.frame is not None:
         total += prepared.frame.memory_usage(deep=True).sum()

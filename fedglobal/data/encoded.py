@@ -38,15 +38,15 @@ import pandas as pd
 
 from fedglobal.config import ExperimentConfig
 from fedglobal.data._util import canonical_labels, log_transform, sort_labels
+from fedglobal.data.cleaning import Prepared
 from fedglobal.data.regions import (
-    _cached,
-    _Prepared,
-    _prepared_source,
-    _split,
+    cached,
     load_region,
+    prepared_source,
     reads_whole_source,
+    split_positions,
 )
-from fedglobal.data.schema import RegionArrays, Schema, _encode_split, encode
+from fedglobal.data.schema import RegionArrays, Schema, encode, encode_split
 from fedglobal.data.stats import LocalStats, local_stats, moments, with_target_moments
 from fedglobal.errors import DataError
 
@@ -62,18 +62,18 @@ def encode_region(
     """``encode(load_region(cfg, region, data_path=data_path), schema)``, sliced from a
     once-per-process encoding of the whole source when the region comes from it."""
     if data_path is None and reads_whole_source(cfg):
-        prepared = _prepared_source(cfg)
+        prepared = prepared_source(cfg)
         whole = _encoded_source(prepared, schema)
         if whole is not None and region in prepared.groups:
             x, y = prepared.region_rows(region, whole)
-            train, test = _split(len(x), region, cfg)
+            train, test = split_positions(len(x), region, cfg)
             return RegionArrays(region, x[train], y[train], x[test], y[test])
     return encode(load_region(cfg, region, data_path=data_path), schema)
 
 
-def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
+def _encoded_source(prepared: Prepared, schema: Schema) -> tuple | None:
     """``(x, y)`` of every row of the prepared source, or None if some row cannot be
-    encoded (cached with the prepared sources, :func:`fedglobal.data.regions._cached`)."""
+    encoded (cached with the prepared sources, :func:`fedglobal.data.regions.cached`)."""
 
     def build() -> tuple | None:
         n, store = prepared.n_rows, prepared.store
@@ -83,7 +83,7 @@ def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
             x = y = None
             for start in range(0, n, ENCODE_CHUNK_ROWS):
                 rows = prepared.rows(np.arange(start, min(start + ENCODE_CHUNK_ROWS, n)))
-                xc, yc = _encode_split(rows, schema, "(every region)", "all")
+                xc, yc = encode_split(rows, schema, "(every region)", "all")
                 if store is not None:  # data.storage = "disk": files, in region order
                     if x is None:
                         x, y = (
@@ -101,17 +101,17 @@ def _encoded_source(prepared: _Prepared, schema: Schema) -> tuple | None:
         except DataError:
             return None  # the per-region path will name the region at fault
 
-    return _cached(prepared, ("encoded", schema.to_json()), build)
+    return cached(prepared, ("encoded", schema.to_json()), build)
 
 
 def region_stats(cfg: ExperimentConfig, region: str, *, data_path: str | None = None) -> LocalStats:
     """``local_stats(load_region(cfg, region, data_path=data_path), cfg)``, computed from
     the prepared source's columns when the region comes from it (no DataFrames)."""
     if data_path is None and reads_whole_source(cfg):
-        prepared = _prepared_source(cfg)
+        prepared = prepared_source(cfg)
         group = prepared.groups.get(region)
         if group is not None and prepared.target not in prepared.features:
-            train_pos, _ = _split(len(group), region, cfg)
+            train_pos, _ = split_positions(len(group), region, cfg)
             if prepared.store is not None:  # data.storage = "disk": the region's block
                 start, stop = group[0], group[-1] + 1
                 block = prepared.store.stat_columns(prepared.features, prepared.target, start, stop)
@@ -121,7 +121,7 @@ def region_stats(cfg: ExperimentConfig, region: str, *, data_path: str | None = 
     return local_stats(load_region(cfg, region, data_path=data_path), cfg)
 
 
-def _stat_columns(prepared: _Prepared, cfg: ExperimentConfig) -> dict:
+def _stat_columns(prepared: Prepared, cfg: ExperimentConfig) -> dict:
     """Per-process arrays :func:`local_stats` reads, for every row of the source:
     the numeric features' values (the table's own arrays: float32 or float64, widened
     to float64 region by region, as local_stats does), canonical labels (and presence) of the
@@ -147,7 +147,7 @@ def _stat_columns(prepared: _Prepared, cfg: ExperimentConfig) -> dict:
             target = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
         return {"numeric": numeric, "categorical": categorical, "target": target}
 
-    return _cached(prepared, ("stat-columns", cfg.data.task), build)
+    return cached(prepared, ("stat-columns", cfg.data.task), build)
 
 
 def _sliced_stats(

@@ -12,9 +12,10 @@ even in its batch readers):
    is read as numbers only if every value of the column is a number. This pass
    reads the target, region and text columns and makes those decisions.
 2. Each row group's target and region columns are filtered and cleaned by the
-   in-memory path's own steps (``_filter_rows``), then each feature column by
-   ``_clean_feature``, with the whole file's dtypes (an integer column with a
-   missing value anywhere is float64, as ``pd.read_parquet`` makes it), and
+   in-memory path's own steps (:mod:`fedglobal.data.cleaning`: ``filter_rows``),
+   then each feature column by ``clean_feature``, with the whole file's dtypes (an
+   integer column with a missing value anywhere is float64, as ``pd.read_parquet``
+   makes it), and
    appended to one file per column; text columns are stored as int32 codes into
    a vocabulary. ``missing = "drop"`` marks rows instead of removing them.
 3. Regions are assigned as in memory (the same partition functions on the same
@@ -52,20 +53,20 @@ import pandas as pd
 
 from fedglobal.config import ExperimentConfig
 from fedglobal.data._util import canonical_labels
-from fedglobal.data.regions import (
-    _all_missing_error,
-    _apply_rare_policy,
-    _assign_regions,
-    _check_classes,
-    _clean_feature,
-    _filter_rows,
-    _no_target_error,
-    _non_numeric_error,
-    _numbers_as_text,
-    _Prepared,
-    _select_columns,
+from fedglobal.data.cleaning import (
+    Prepared,
+    all_missing_error,
+    apply_rare_policy,
+    assign_regions,
+    check_classes,
+    clean_feature,
+    filter_rows,
+    no_target_error,
+    non_numeric_error,
+    numbers_as_text,
+    select_columns,
 )
-from fedglobal.data.sources import _PARQUET_MAGIC, _head, parse_source
+from fedglobal.data.sources import PARQUET_MAGIC, file_head, parse_source
 from fedglobal.errors import DataError
 
 __all__ = ["AUTO_DISK_BYTES", "ColumnStore", "out_of_core_path", "prepare_parquet"]
@@ -107,7 +108,7 @@ def out_of_core_path(cfg: ExperimentConfig) -> Path | None:
             "(a partitioned dataset, read per partition already): set data.storage = 'auto' "
             "or 'memory'"
         )
-    if not path.is_file() or _head(path, 4) != _PARQUET_MAGIC:
+    if not path.is_file() or file_head(path, 4) != PARQUET_MAGIC:
         return None  # reading it in memory raises the clear error
     size = path.stat().st_size
     if storage == "auto" and size < AUTO_DISK_BYTES:
@@ -141,7 +142,7 @@ def _used_columns(path: Path, cfg: ExperimentConfig) -> tuple[str | None, str, l
     """``(region column, target, features)`` as the in-memory path selects them."""
     empty = _parquet_file(path).schema_arrow.empty_table().to_pandas()
     empty.columns = [str(c) for c in empty.columns]
-    return _select_columns(empty, cfg, cfg.data.source, False)
+    return select_columns(empty, cfg, cfg.data.source, False)
 
 
 def _unsupported_columns(path: Path, cfg: ExperimentConfig) -> dict[str, str]:
@@ -359,7 +360,7 @@ class _Blocks(Mapping):
 # -- preparing ---------------------------------------------------------------------
 
 
-def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
+def prepare_parquet(path: Path, cfg: ExperimentConfig) -> Prepared:
     """The Parquet source at ``path`` cleaned into a :class:`ColumnStore`: the same
     regions, rows and errors as :func:`fedglobal.data.regions._prepare` of the file."""
     origin = cfg.data.source
@@ -368,7 +369,7 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
     dtypes = _whole_file_dtypes(path, [*dict.fromkeys([*features, *keys])])
     if cfg.data.task == "regression" and not _is_number_dtype(dtypes[target]):
         # the error lists the first bad values of the whole column: read it (only it)
-        _filter_rows(pd.read_parquet(path, columns=keys), cfg, origin, region_col, target, [], None)
+        filter_rows(pd.read_parquet(path, columns=keys), cfg, origin, region_col, target, [], None)
     text = [c for c in features if not _is_number_dtype(dtypes[c])]
     as_numbers = _text_decisions(path, cfg, keys, text, dtypes) if text else {}
 
@@ -377,7 +378,7 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
     region_codes, keep_parts = [], []
     present, n_targets = dict.fromkeys(features, False), 0
     for read in _row_groups(path, dtypes):
-        frame, regions = _filter_rows(
+        frame, regions = filter_rows(
             read(keys), cfg, origin, region_col, target, [], None, batch=True
         )
         n_targets += len(frame)
@@ -385,7 +386,7 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
         for col in features:  # one column in memory at a time
             raw = read([col])[col].loc[frame.index]
             present[col] = present[col] or bool(raw.notna().any())
-            cleaned = _clean_feature(
+            cleaned = clean_feature(
                 raw, col, cfg, origin, check_all_missing=False, as_numbers=as_numbers.get(col)
             )
             if cfg.data.missing == "drop":
@@ -398,10 +399,10 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
         if cfg.data.task == "classification":
             store.append(_LABELS, canonical_labels(frame[target]).astype(object))
     if n_targets == 0:
-        raise _no_target_error(target, origin)
+        raise no_target_error(target, origin)
     for col in features:
         if not present[col]:
-            raise _all_missing_error(col, origin)
+            raise all_missing_error(col, origin)
     kept = np.flatnonzero(np.concatenate(keep_parts))  # stored rows left after the drops
     del keep_parts
     if len(kept) == 0:
@@ -412,7 +413,7 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
         label_vocab = store.columns[_LABELS].vocab
         assert label_vocab is not None
         labels = label_vocab.decode(pd.unique(label_codes))  # in order of appearance
-        _check_classes([str(v) for v in labels], target, origin)
+        check_classes([str(v) for v in labels], target, origin)
     codes = None
     if region_codes:
         found = np.concatenate(region_codes)[kept]
@@ -429,17 +430,17 @@ def prepare_parquet(path: Path, cfg: ExperimentConfig) -> _Prepared:
         assert label_vocab is not None and label_codes is not None
         return label_vocab.decode(label_codes)
 
-    groups = _assign_regions(len(kept), row_labels, codes, cfg, None)
+    groups = assign_regions(len(kept), row_labels, codes, cfg, None)
     del codes
     label_codes = None  # freed before the files are sorted
-    groups, rare = _apply_rare_policy(groups, cfg, origin)
+    groups, rare = apply_rare_policy(groups, cfg, origin)
     order = kept[np.concatenate(list(groups.values()))]  # stored row of each sorted row
     bounds = np.concatenate([[0], np.cumsum([len(pos) for pos in groups.values()])])
     names = list(groups)
     del groups
     for column in store.columns.values():
         column.file.reorder(order)
-    return _Prepared(None, features, target, _Blocks(names, bounds), rare, store)
+    return Prepared(None, features, target, _Blocks(names, bounds), rare, store)
 
 
 def _is_number_dtype(dtype: Any) -> bool:
@@ -501,24 +502,24 @@ def _text_decisions(
     bad: dict[str, list[Any]] = {col: [] for col in text}
     n_targets = 0
     for read in _row_groups(path, dtypes):
-        frame, _ = _filter_rows(read(keys), cfg, origin, region_col, target, [], None, batch=True)
+        frame, _ = filter_rows(read(keys), cfg, origin, region_col, target, [], None, batch=True)
         n_targets += len(frame)
         for col in text:
             series = read([col])[col].loc[frame.index]
             converted = pd.to_numeric(series, errors="coerce")
-            all_numbers, any_present = _numbers_as_text(series, converted)
+            all_numbers, any_present = numbers_as_text(series, converted)
             numbers[col] = numbers[col] and all_numbers
             present[col] = present[col] or any_present
             for value in series[series.notna() & converted.isna()].unique().tolist():
                 if len(bad[col]) < 5 and value not in bad[col]:
                     bad[col].append(value)
     if n_targets == 0:
-        raise _no_target_error(target, origin)
+        raise no_target_error(target, origin)
     decisions = {}
     for col in text:
         if not present[col]:
-            raise _all_missing_error(col, origin)
+            raise all_missing_error(col, origin)
         decisions[col] = numbers[col]
         if not numbers[col] and (cfg.data.categorical == "error" or col in cfg.data.log_features):
-            raise _non_numeric_error(col, pd.Series(bad[col], dtype=object), cfg)
+            raise non_numeric_error(col, pd.Series(bad[col], dtype=object), cfg)
     return decisions

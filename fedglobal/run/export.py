@@ -14,23 +14,22 @@ Every format takes encoded features (``schema.json``'s ``feature_names``, in
 order, not standardised: normalisation is inside the model) and returns
 probabilities (classification) or predictions in the target's units
 (regression). :func:`load_export` loads any of them as a predict function.
+:func:`load_model` and :func:`personal_regions` live in :mod:`fedglobal.run.results`
+(re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fedglobal.errors import RunError
-from fedglobal.run.folder import PERSONAL_DIR
-from fedglobal.run.results import Result, load_run
+from fedglobal.run.results import Result, load_model, load_run, personal_regions
 
 __all__ = ["FORMATS", "export_model", "load_export", "load_model", "personal_regions"]
 
@@ -44,65 +43,6 @@ def _run(run: str | Path | Result) -> Result:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text).strip("_") or "region"
-
-
-def personal_regions(run: str | Path | Result) -> dict[str, str]:
-    """``{region: file}`` of the personalised layers saved in the run ({} if none)."""
-    index = _run(run).run_dir / PERSONAL_DIR / "index.json"
-    if not index.is_file():
-        return {}
-    return dict(json.loads(index.read_text(encoding="utf-8")))
-
-
-def _no_personal_layers(result: Result) -> RunError:
-    info = result.summary.get("personal_models")
-    strategy = result.summary.get("strategy", result.config.strategy.name)
-    if info and not info.get("layers"):
-        return RunError(
-            f"strategy {strategy!r} keeps no layers local, so every region's model is the "
-            "global model: export without --region"
-        )
-    if info and info.get("failed"):
-        return RunError(
-            "no region sent its local layers at the end of this run "
-            f"(first failure: {info['failed'][0]})"
-        )
-    return RunError(
-        f"{result.run_dir} holds no personalised layers: run with "
-        "[output] personal_models = true and a strategy that keeps layers local "
-        "(layerwise with rule = 'local', fedper, fedbn)"
-    )
-
-
-def load_model(run: str | Path | Result, *, region: str | None = None) -> Any:
-    """The run's global ``keras.Model``, or region ``region``'s personalised model."""
-    import keras
-
-    result = _run(run)
-    model = keras.saving.load_model(result.run_dir / "model.keras")
-    if region is None:
-        return model
-    index = personal_regions(result)
-    if not index:
-        raise _no_personal_layers(result)
-    if region not in index:
-        raise RunError(
-            f"no personalised layers for region {region!r} in {result.run_dir} "
-            f"(regions: {', '.join(sorted(index))})"
-        )
-    with np.load(result.run_dir / PERSONAL_DIR / index[region]) as own:
-        local = {name: own[name] for name in own.files}
-    variables = {v.path: v for v in model.weights}
-    for name, value in local.items():
-        if name not in variables:
-            raise RunError(f"personalised layer {name!r} of region {region!r} is not in the model")
-        if tuple(variables[name].shape) != value.shape:
-            raise RunError(
-                f"personalised layer {name!r} of region {region!r} has shape {value.shape}, "
-                f"the model expects {tuple(variables[name].shape)}"
-            )
-        variables[name].assign(value)
-    return model
 
 
 def default_path(result: Result, fmt: str, region: str | None = None) -> Path:

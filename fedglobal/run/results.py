@@ -1,4 +1,5 @@
-"""Results of a run as Python objects: ``Result``, ``load_run``, and the files' schema.
+"""Results of a run as Python objects: ``Result``, ``load_run``, the files' schema, and
+the run's models (:func:`load_model`: the global one, or a region's personalised one).
 
 The schema of history.csv and summary.json is documented in docs/results.md;
 :func:`check_run` checks a run folder against it (a test keeps the two in step).
@@ -12,10 +13,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fedglobal.config import ExperimentConfig, load_config
 from fedglobal.errors import RunError
+from fedglobal.run.folder import PERSONAL_DIR
 
 _REQUIRED = ("config.toml", "history.csv", "summary.json", "model.keras")
 
@@ -132,8 +135,6 @@ class Result:
 
     def personal_model(self, region: str) -> Any:
         """Region ``region``'s personalised ``keras.Model`` (its local layers on the global)."""
-        from fedglobal.run.export import load_model
-
         return load_model(self, region=region)
 
     def _table(self, name: str) -> pd.DataFrame:
@@ -160,6 +161,69 @@ def load_run(path: str | Path) -> Result:
     history = pd.read_csv(run_dir / "history.csv", dtype={"region": str})
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     return Result(run_dir=run_dir, config=config, history=history, summary=summary)
+
+
+def _as_result(run: str | Path | Result) -> Result:
+    return run if isinstance(run, Result) else load_run(run)
+
+
+def personal_regions(run: str | Path | Result) -> dict[str, str]:
+    """``{region: file}`` of the personalised layers saved in the run ({} if none)."""
+    index = _as_result(run).run_dir / PERSONAL_DIR / "index.json"
+    if not index.is_file():
+        return {}
+    return dict(json.loads(index.read_text(encoding="utf-8")))
+
+
+def _no_personal_layers(result: Result) -> RunError:
+    info = result.summary.get("personal_models")
+    strategy = result.summary.get("strategy", result.config.strategy.name)
+    if info and not info.get("layers"):
+        return RunError(
+            f"strategy {strategy!r} keeps no layers local, so every region's model is the "
+            "global model: export without --region"
+        )
+    if info and info.get("failed"):
+        return RunError(
+            "no region sent its local layers at the end of this run "
+            f"(first failure: {info['failed'][0]})"
+        )
+    return RunError(
+        f"{result.run_dir} holds no personalised layers: run with "
+        "[output] personal_models = true and a strategy that keeps layers local "
+        "(layerwise with rule = 'local', fedper, fedbn)"
+    )
+
+
+def load_model(run: str | Path | Result, *, region: str | None = None) -> Any:
+    """The run's global ``keras.Model``, or region ``region``'s personalised model."""
+    import keras
+
+    result = _as_result(run)
+    model = keras.saving.load_model(result.run_dir / "model.keras")
+    if region is None:
+        return model
+    index = personal_regions(result)
+    if not index:
+        raise _no_personal_layers(result)
+    if region not in index:
+        raise RunError(
+            f"no personalised layers for region {region!r} in {result.run_dir} "
+            f"(regions: {', '.join(sorted(index))})"
+        )
+    with np.load(result.run_dir / PERSONAL_DIR / index[region]) as own:
+        local = {name: own[name] for name in own.files}
+    variables = {v.path: v for v in model.weights}
+    for name, value in local.items():
+        if name not in variables:
+            raise RunError(f"personalised layer {name!r} of region {region!r} is not in the model")
+        if tuple(variables[name].shape) != value.shape:
+            raise RunError(
+                f"personalised layer {name!r} of region {region!r} has shape {value.shape}, "
+                f"the model expects {tuple(variables[name].shape)}"
+            )
+        variables[name].assign(value)
+    return model
 
 
 def check_run(path: str | Path) -> list[str]:

@@ -92,7 +92,7 @@ def test_whole_source_encoded_in_chunks_equals_per_region(make_cfg, gapminder, m
     monkeypatch.setattr(encoded, "ENCODE_CHUNK_ROWS", 7)  # many chunks, a ragged last one
     cfg = make_cfg(seed=7, **gapminder)  # a data key of its own: not cached by other tests
     schema = _schema(cfg)
-    assert encoded._encoded_source(encoded._prepared_source(cfg), schema) is not None
+    assert encoded._encoded_source(encoded.prepared_source(cfg), schema) is not None
     for region in list_regions(cfg):
         fast, slow = encode_region(cfg, region, schema), encode(load_region(cfg, region), schema)
         for field in FIELDS:

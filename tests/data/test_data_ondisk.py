@@ -19,7 +19,7 @@ from fedglobal.data import (
     ondisk,
     region_stats,
 )
-from fedglobal.data.regions import _prepared_source, region_sizes
+from fedglobal.data.regions import prepared_source, region_sizes
 from fedglobal.data.sources import read_source
 from fedglobal.errors import DataError
 
@@ -33,12 +33,12 @@ def _write(frame: pd.DataFrame, path, rows: int = 7, **kwargs) -> None:
 
 def _assert_same(make_cfg, **data) -> None:
     memory, disk = make_cfg(**data, storage="memory"), make_cfg(**data, storage="disk")
-    assert _prepared_source(memory).store is None
-    assert _prepared_source(disk).store is not None
+    assert prepared_source(memory).store is None
+    assert prepared_source(disk).store is not None
     regions = list_regions(memory)
     assert list_regions(disk) == regions and len(regions) >= 2
     assert region_sizes(disk) == region_sizes(memory)
-    assert _prepared_source(disk).rare == _prepared_source(memory).rare
+    assert prepared_source(disk).rare == prepared_source(memory).rare
     schema = merge_stats([local_stats(load_region(memory, r), memory) for r in regions], memory)
     for region in regions:
         a, b = load_region(memory, region), load_region(disk, region)
@@ -124,7 +124,7 @@ def test_missing_drop_rare_regions_drop_and_string_classes(make_cfg, tmp_path, i
 def test_regions_are_contiguous_blocks_and_files_go_with_the_store(make_cfg, tmp_path):
     _write(_weather(), tmp_path / "w.parquet")
     cfg = make_cfg(source="parquet:w.parquet", region="city", target="uv", storage="disk")
-    prepared = _prepared_source(cfg)
+    prepared = prepared_source(cfg)
     folder = prepared.store.folder
     assert folder.is_dir() and any(folder.iterdir())
     spans = [prepared.groups.span(r) for r in list_regions(cfg)]
