@@ -67,7 +67,7 @@ def test_mirrored_two_replicas_match_one_device(tmp_path: Path):
     rows["y"] = 2 * x[:, 0] - x[:, 1] + 0.05 * rng.normal(size=200)
     csv = tmp_path / "rows.csv"
     rows.to_csv(csv, index=False)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(csv)],
         capture_output=True,

@@ -26,7 +26,7 @@ from fedglobal.run import checkpoint
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 5
 
 STRATEGIES = {

@@ -19,7 +19,7 @@ import tomli_w
 
 from fedglobal.runtime import compile_cache
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 COMPILE = """
 import json, os

@@ -1,7 +1,7 @@
 """``[client] callbacks``: Keras callbacks in local training, named by reference.
 
 The callbacks are real Keras callbacks in real training. The recording one
-(``tests/training_callbacks.py``) runs in the client process and reports
+(``tests/clients/training_callbacks.py``) runs in the client process and reports
 through a file.
 """
 
@@ -18,7 +18,7 @@ from clients.regional import RegionalClient
 from fedglobal import data
 from fedglobal.config import load_config
 from fedglobal.errors import ConfigError
-from tests import training_callbacks
+from tests.clients import training_callbacks
 
 REGIONS = ("east", "north", "south")
 

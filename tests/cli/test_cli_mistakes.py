@@ -15,7 +15,7 @@ import pytest
 
 from fedglobal.cli import main as cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "experiments" / "quickstart.toml")
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from fedglobal.runtime.quiet import is_notice
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: What fedglobal itself prints during a simulate run.
 OWN_LINE = re.compile(r"^(round \d+/\d+ \||run folder: |final test metrics )")
