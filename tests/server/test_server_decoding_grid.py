@@ -69,4 +69,3 @@ def test_an_undecodable_reply_becomes_an_error_reply_from_its_node(grid):
     assert "unknown compression codec" in reply.error.reason
     assert reply.metadata.src_node_id == sent.metadata.dst_node_id
     assert reply.metadata.reply_to_message_id == sent.metadata.message_id
-
