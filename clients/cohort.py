@@ -125,8 +125,6 @@ class _OptimizerMath:
                 raise Unsupported(f"optimizer option {option}")
         if optimizer.use_ema:
             raise Unsupported("optimizer option use_ema")
-        if optimizer.gradient_accumulation_steps:
-            raise Unsupported("gradient accumulation")
         if getattr(optimizer, "amsgrad", False):
             raise Unsupported("AMSGrad")
         if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
@@ -135,6 +133,9 @@ class _OptimizerMath:
             raise Unsupported("centered RMSprop")
         self.kind = kind
         self.opt = optimizer
+        #: Keras's gradient accumulation: an update every ``accumulate`` steps, with the
+        #: mean of their gradients; the steps between only add to the accumulators.
+        self.accumulate = int(optimizer.gradient_accumulation_steps or 0)
         self.lr = float(np.asarray(optimizer.learning_rate))
         wd = optimizer.weight_decay
         self.decay = [wd is not None and optimizer._use_weight_decay(v) for v in variables]
@@ -142,7 +143,8 @@ class _OptimizerMath:
         # slot kinds actually present (SGD without momentum has none, ...)
         self.slot_names: list[str] = []
         self.initial: list[list[np.ndarray]] = []
-        for name in _SLOTS[kind]:
+        names = _SLOTS[kind] + (("_accumulated_gradients",) if self.accumulate else ())
+        for name in names:
             slots = getattr(optimizer, name, None)
             if not slots:
                 continue
@@ -150,10 +152,47 @@ class _OptimizerMath:
             self.initial.append([initial[id(slots[i])] for i in range(len(variables))])
 
     def update(self, ws: list, slots: list[list], grads: list, step: tf.Tensor) -> tuple:
-        """New weights and slots after one step; ``step`` counts steps already done."""
+        """New weights and slots after one step; ``step`` counts steps already done.
+
+        With gradient accumulation (``keras/src/optimizers/base_optimizer.py``,
+        ``apply``): on every ``accumulate``-th step the update uses
+        ``(g + accumulated) / accumulate`` and the optimizer's own step count
+        ``step // accumulate``, and the accumulators restart from zero; on the other
+        steps only the accumulators change. Both branches are computed and one is
+        selected (``tf.where``), so the program still vectorises across regions.
+        """
+        if not self.accumulate:
+            return self._step(ws, slots, grads, step)
+        n = self.accumulate
+        acc_index = self.slot_names.index("_accumulated_gradients")
+        acc = slots[acc_index]
+        others = [kind for j, kind in enumerate(slots) if j != acc_index]
+        mean = [
+            (tf.cast(g, a.dtype) + a) / tf.constant(n, a.dtype)
+            for g, a in zip(grads, acc, strict=True)
+        ]
+        stepped_ws, stepped = self._step(ws, others, mean, step // n, skip=acc_index)
+        is_update = tf.equal((step + 1) % n, 0)
+        new_ws = [tf.where(is_update, a, b) for a, b in zip(stepped_ws, ws, strict=True)]
+        new_slots = [
+            [tf.where(is_update, a, b) for a, b in zip(new, old, strict=True)]
+            for new, old in zip(stepped, others, strict=True)
+        ]
+        new_acc = [
+            tf.where(is_update, tf.zeros_like(a), a + tf.cast(g, a.dtype))
+            for g, a in zip(grads, acc, strict=True)
+        ]
+        new_slots.insert(acc_index, new_acc)
+        return new_ws, new_slots
+
+    def _step(
+        self, ws: list, slots: list[list], grads: list, step: tf.Tensor, skip: int = -1
+    ) -> tuple:
+        """One optimizer update (``slots``: the slot kinds but the ``skip``-th)."""
         o = self.opt
+        names = [name for j, name in enumerate(self.slot_names) if j != skip]
         lr = tf.constant(self.lr, tf.float32)
-        slot = {name: list(values) for name, values in zip(self.slot_names, slots, strict=True)}
+        slot = {name: list(values) for name, values in zip(names, slots, strict=True)}
         new_ws = []
         for i, (w, g) in enumerate(zip(ws, grads, strict=True)):
             g = tf.cast(g, w.dtype)
@@ -194,7 +233,7 @@ class _OptimizerMath:
                 slot["_accumulators"][i] = acc
                 w = w - (lr * g) / tf.sqrt(acc + o.epsilon)
             new_ws.append(w)
-        return new_ws, [slot[name] for name in self.slot_names]
+        return new_ws, [slot[name] for name in names]
 
 
 # -- BatchNormalization over the valid rows of a batch ---------------------------------
