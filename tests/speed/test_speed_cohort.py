@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from clients import cohort
-from clients.cohort import GRAPH, PER_REGION, CohortJob, Unsupported, trainer_for
+from clients.cohort import GRAPH, PER_REGION, CohortJob, trainer_for
 from clients.regional import RegionalClient
 from fedglobal import data
 from fedglobal.config import load_config
