@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedglobal.benchmark import run_benchmark
+from fedglobal.benchmark.summary import markdown_table
 
 SUITE = Path(__file__).with_name("geo_strategies.toml")
 
@@ -120,20 +121,6 @@ def claims(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """``frame`` as a Markdown table (4 significant digits)."""
-
-    def cell(value) -> str:
-        if value is None or (isinstance(value, float) and value != value):
-            return "–"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=None)
@@ -143,7 +130,7 @@ def main() -> None:
     overrides = [f"experiment.rounds={args.rounds}"] if args.rounds else []
     result = run_benchmark(SUITE, overrides=overrides, output_dir=args.out, full=args.full)
     frame = table(result)
-    text = markdown(frame) + "\n\n" + "\n".join(f"- {line}" for line in claims(frame))
+    text = markdown_table(frame) + "\n\n" + "\n".join(f"- {line}" for line in claims(frame))
     (result.out_dir / "geo_strategies.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 

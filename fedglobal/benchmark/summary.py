@@ -35,7 +35,13 @@ import pandas as pd
 
 from fedglobal.benchmark.suite import LOWER_IS_BETTER, Suite
 
-__all__ = ["SUMMARY_COLUMNS", "format_markdown", "summary_table", "write_summary"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "format_markdown",
+    "markdown_table",
+    "summary_table",
+    "write_summary",
+]
 
 SUMMARY_COLUMNS = [
     "dataset",
@@ -302,3 +308,17 @@ def write_summary(
             "\nRun notes (replies the strategy did not aggregate):\n\n" + "\n".join(notes) + "\n"
         )
     (out / "summary.md").write_text(text, encoding="utf-8")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """Any ``frame`` as a Markdown table: floats to 4 significant digits, missing as –."""
+
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return "–"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)
