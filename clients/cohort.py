@@ -45,6 +45,7 @@ server records it per round.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -64,6 +65,7 @@ from clients import node, paths
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
 from fedglobal import compile_cache
+from strategies.client_metrics import START_LOSS
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,14 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class CohortJob:
-    """One region's local training: its client, start weights, plan and FedProx ``mu``."""
+    """One region's local training: its client, start weights, plan, FedProx ``mu``, reports."""
 
     client: RegionalClient
     weights: Mapping[str, np.ndarray]
     plan: TrainPlan
     proximal_mu: float = 0.0
+    #: extra metrics the strategy asks for (strategies.client_metrics)
+    report: tuple[str, ...] = ()
 
 
 # -- optimizer maths ------------------------------------------------------------------
@@ -624,6 +628,13 @@ def _fallback(reason: str, level: int, messages: Sequence[Message]) -> None:
     log.log(level, "cohort training not used, regions train one by one: %s", reason)
 
 
+def _with_reports(job: CohortJob, result: FitResult) -> FitResult:
+    """``result`` with the extra metrics ``job`` asks for (its region did all its steps)."""
+    start = job.client.start_loss(job.weights) if START_LOSS in job.report else None
+    extra = job.client.extra_metrics(job.report, start_loss=start, steps=job.plan.steps)
+    return dataclasses.replace(result, metrics={**result.metrics, **extra})
+
+
 def _returning(reply: Message) -> Callable[[Message, Context], Message]:
     return lambda _message, _context: reply
 
@@ -657,7 +668,11 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
             options = node.fit_options(config)
             plan = client.plan(int(config["server-round"]), local_steps=options["local_steps"])
             job = CohortJob(
-                client, node.weights_for(message, context), plan, options["proximal_mu"]
+                client,
+                node.weights_for(message, context),
+                plan,
+                options["proximal_mu"],
+                options["report"],
             )
         except Exception:  # the per-message handler reports it as it does
             continue
@@ -682,6 +697,8 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
             continue
         for (i, job), result in zip(members, results, strict=True):
             message, context = messages[i], contexts[i]
+            if job.report:  # as RegionalClient.fit reports them
+                result = _with_reports(job, result)
             reply = client_app.train_reply(
                 message, context, job.client, result, trained_by=paths.COHORT
             )

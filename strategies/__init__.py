@@ -11,6 +11,9 @@
 - :class:`Layerwise` (per-layer rules, intervals as in FedLAMA, Lee et al. 2023,
   per-layer weighting criteria), :class:`FedPer` (Arivazhagan et al. 2019),
   :class:`FedBN` (Li et al. 2021).
+- :class:`QFFL` (q-FFL, Li et al. 2020): fair aggregation, regions with a higher
+  loss weigh more; :class:`FedNova` (Wang et al. 2020): normalised averaging
+  under unequal local steps.
 - :class:`DPFedAvg` (McMahan et al. 2018): clipping, Gaussian noise, RDP accountant.
 - :func:`get` / :func:`register` / :func:`available`: strategies by name.
 
@@ -22,10 +25,12 @@ from . import aggregate, errors, robust, server_opt
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from .dp import CLIPPING_NORM_KEY, DPFedAvg
 from .fedavg import LOCAL_STEPS_KEY, FedAvg
+from .fednova import FedNova
 from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import PROXIMAL_MU_KEY, FedProx
 from .layer_rules import LayerRule
 from .layerwise import LOCAL_LAYERS_KEY, FedBN, FedPer, Layerwise
+from .qffl import QFFL
 from .registry import available, get, register
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "LOCAL_LAYERS_KEY",
     "LOCAL_STEPS_KEY",
     "PROXIMAL_MU_KEY",
+    "QFFL",
     "Bulyan",
     "DPFedAvg",
     "FedAdagrad",
@@ -41,6 +47,7 @@ __all__ = [
     "FedAvgM",
     "FedBN",
     "FedMedian",
+    "FedNova",
     "FedPer",
     "FedProx",
     "FedTrimmedAvg",

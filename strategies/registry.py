@@ -29,9 +29,11 @@ from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from .dp import DPFedAvg
 from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, nearest
 from .fedavg import FedAvg
+from .fednova import FedNova
 from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import FedProx
 from .layerwise import FedBN, FedPer, Layerwise
+from .qffl import QFFL
 
 __all__ = [
     "accepted_params",
@@ -262,3 +264,5 @@ register("bulyan")(Bulyan)
 register("layerwise")(Layerwise)
 register("fedper")(FedPer)
 register("fedbn")(FedBN)
+register("qffl")(QFFL)
+register("fednova")(FedNova)

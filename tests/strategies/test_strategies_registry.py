@@ -43,6 +43,7 @@ def test_public_api_pinned():
             "FedAvgM",
             "FedBN",
             "FedMedian",
+            "FedNova",
             "FedPer",
             "FedProx",
             "FedTrimmedAvg",
@@ -51,6 +52,7 @@ def test_public_api_pinned():
             "LayerRule",
             "Layerwise",
             "MultiKrum",
+            "QFFL",
             "aggregate",
             "available",
             "errors",
@@ -82,6 +84,8 @@ CATALOGUE = {
     "layerwise": Layerwise,
     "fedper": FedPer,
     "fedbn": FedBN,
+    "qffl": strategies.QFFL,
+    "fednova": strategies.FedNova,
 }
 
 
@@ -171,6 +175,8 @@ def test_uninterpretable_identifier():
         MultiKrum(num_malicious=1, num_selected=2, min_train_clients=6),
         Bulyan(num_malicious=0),
         Layerwise(layers=[{"match": "d*", "weight": "inverse-loss"}]),
+        strategies.QFFL(q=2.0, client_learning_rate=0.1),
+        strategies.FedNova(momentum=0.9),
     ],
 )
 def test_get_config_round_trip(strategy):
