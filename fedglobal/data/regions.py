@@ -60,7 +60,12 @@ from fedglobal.data._util import (
     stable_hash,
     suggest,
 )
-from fedglobal.data.partition import dirichlet_partition, iid_partition, region_names
+from fedglobal.data.partition import (
+    dirichlet_partition,
+    iid_partition,
+    region_names,
+    shards_partition,
+)
 from fedglobal.data.sources import read_file, read_source, source_identity
 from fedglobal.errors import DataError
 
@@ -557,8 +562,8 @@ def _assign_regions(
     local_region: str | None,
 ) -> dict[str, np.ndarray]:
     """``{region: row positions}`` of ``n`` cleaned rows: by ``regions`` (each row's code
-    into the sorted region names, -1 none), or iid, or Dirichlet over the target's
-    canonical ``labels()``."""
+    into the sorted region names, -1 none), or iid, or Dirichlet or shards over the
+    target's canonical ``labels()``."""
     data = cfg.data
     if local_region is not None:
         return {local_region: np.arange(n)}
@@ -569,6 +574,14 @@ def _assign_regions(
     seed = cfg.experiment.seed
     if data.partition == "iid":
         assignment = iid_partition(n, data.num_regions, seed)
+    elif data.partition == "shards":
+        try:
+            assignment = shards_partition(labels(), data.num_regions, data.shards_per_region, seed)
+        except ValueError as exc:
+            raise DataError(
+                f"data.partition = 'shards': {exc}; lower data.num_regions or "
+                "data.shards_per_region"
+            ) from None
     else:
         assignment = dirichlet_partition(labels(), data.num_regions, data.alpha, seed)
     return _group_positions(np.asarray(assignment), names)
