@@ -12,7 +12,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import attacks, compress, paths, state
+from clients import attacks, compress, paths, scaffold, state
 from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.node import (
@@ -127,6 +127,9 @@ def train_reply(
     )
     if codec is not None:  # strategies.compression.DecodingGrid rebuilds the weights
         content[compression.CODEC_KEY] = codec
+    delta = scaffold.control_delta(message, context, client, result)
+    if delta is not None:  # SCAFFOLD: only Delta c_i leaves; c_i stays in context.state
+        content[scaffold.DELTA_KEY] = to_record(delta)
     return Message(content, reply_to=message)
 
 
@@ -141,7 +144,10 @@ def train(message: Message, context: Context) -> Message:
     honest = client_for(message, context)
     client = attacks.for_training(honest)  # a label-flipped copy for a malicious region
     result = client.fit(
-        weights_for(message, context), int(config["server-round"]), **fit_options(config)
+        weights_for(message, context),
+        int(config["server-round"]),
+        **fit_options(config),
+        correction=scaffold.correction_for(message, context, honest),
     )
     result = attacks.poison_update(result, message, honest.region)  # sign flip / noise
     why = paths.fallback_reason(message, honest.config.client.cohort)

@@ -15,6 +15,8 @@ local step of every region:
   non-trainable state), the masked loss, its gradient, and the optimizer's
   update, written out here for SGD (with momentum and Nesterov), Adam, AdamW,
   RMSprop and Adagrad with the same operations as Keras's ``update_step``;
+  FedProx's proximal term and SCAFFOLD's gradient correction (:mod:`clients.scaffold`)
+  are added to the loss as in Keras ``fit``;
 - ragged regions: every region's rows are padded to a common length; a step's
   rows past the region's end (its epoch's last, partial batch) are masked out
   of the loss and, for ``BatchNormalization``, out of the batch statistics; a
@@ -61,7 +63,7 @@ import tensorflow as tf
 from flwr.app import Context, Message, MessageType
 from flwr.client.mod.utils import make_ffn
 
-from clients import node, paths
+from clients import node, paths, scaffold
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
 from fedglobal import compile_cache
@@ -96,6 +98,8 @@ class CohortJob:
     weights: Mapping[str, np.ndarray]
     plan: TrainPlan
     proximal_mu: float = 0.0
+    #: SCAFFOLD's ``c - c_i`` by trainable variable (clients.scaffold), or None
+    correction: Mapping[str, np.ndarray] | None = None
     #: extra metrics the strategy asks for (strategies.client_metrics)
     report: tuple[str, ...] = ()
 
@@ -332,9 +336,14 @@ class CohortTrainer:
         compiled: the process's compiled model (:func:`clients.models.compiled_model`).
         batch_size: rows per step.
         proximal: whether any region has FedProx ``mu > 0`` (adds the term).
+        corrected: whether the regions follow SCAFFOLD's corrected gradients
+            (Karimireddy et al. 2020): each step's gradient gains the region's
+            ``c - c_i``, as the loss term ``sum <w, c - c_i>`` of Keras ``fit``.
     """
 
-    def __init__(self, compiled: CompiledModel, batch_size: int, proximal: bool) -> None:
+    def __init__(
+        self, compiled: CompiledModel, batch_size: int, proximal: bool, corrected: bool = False
+    ) -> None:
         model = compiled.model
         if compiled.strategy is not tf.distribute.get_strategy():
             raise Unsupported(f"tf.distribute strategy {type(compiled.strategy).__name__}")
@@ -342,6 +351,7 @@ class CohortTrainer:
         self.inner: keras.Model = model.inner
         self.batch_size = int(batch_size)
         self.proximal = bool(proximal)
+        self.corrected = bool(corrected)
         self.loss = _per_sample_loss(model)
         self.tv = list(self.inner.trainable_variables)
         self.ntv = list(self.inner.non_trainable_variables)
@@ -380,6 +390,7 @@ class CohortTrainer:
             [stacked(v) for v in self.ntv],
             [[stacked(v) for v in self.tv] for _ in self.opt.slot_names],
             [stacked(v) for v in self.tv] if self.proximal else [],
+            [stacked(v) for v in self.tv] if self.corrected else [],  # SCAFFOLD c - c_i
             tf.TensorSpec([None], tf.float32),  # mu
             tf.TensorSpec([None, None, *x_shape], tf.float32),  # X
             tf.TensorSpec([None, None, *y_shape], y_dtype),  # Y
@@ -393,11 +404,11 @@ class CohortTrainer:
     def _build(self, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType, mode: str) -> Callable:
         batch = self.batch_size
         opt = self.opt
-        inner, loss_fn, proximal = self.inner, self.loss, self.proximal
+        inner, loss_fn, proximal, corrected = self.inner, self.loss, self.proximal, self.corrected
 
         @tf.autograph.experimental.do_not_convert
         def one_client(args: tuple) -> tuple:
-            tv, ntv, slots, anchor, mu, xb, yb, rows, step = args
+            tv, ntv, slots, anchor, corr, mu, xb, yb, rows, step = args
             with tf.GradientTape() as tape:
                 tape.watch(tv)
                 with _row_mask(rows):
@@ -411,11 +422,17 @@ class CohortTrainer:
                     ]
                     term = 0.5 * mu * tf.reduce_sum(tf.stack(squares))
                     loss = loss + tf.cast(term, loss.dtype)
+                if corrected:
+                    products = [
+                        tf.reduce_sum(tf.cast(w, tf.float32) * tf.cast(c, tf.float32))
+                        for w, c in zip(tv, corr, strict=True)
+                    ]
+                    loss = loss + tf.cast(tf.reduce_sum(tf.stack(products)), loss.dtype)
             grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, tv)]
             new_tv, new_slots = opt.update(tv, slots, grads, step)
             return new_tv, list(new_ntv), new_slots, loss
 
-        def run(tv, ntv, slots, anchor, mu, x, y, order, rows, per_epoch, steps, loss_from):
+        def run(tv, ntv, slots, anchor, corr, mu, x, y, order, rows, per_epoch, steps, loss_from):
             total = tf.reduce_max(steps)
             offsets = tf.range(batch, dtype=tf.int32)[None, :]
             k = tf.shape(rows)[0]
@@ -438,7 +455,7 @@ class CohortTrainer:
                 weight = tf.cast(valid, tf.float32)
                 step = tf.fill([k], t)
                 active = t < steps
-                args = (tv, ntv, slots, anchor, mu, xb, yb, weight, step)
+                args = (tv, ntv, slots, anchor, corr, mu, xb, yb, weight, step)
                 if mode == VECTORIZED:
                     new_tv, new_ntv, new_slots, loss = tf.vectorized_map(
                         one_client, args, fallback_to_while_loop=False
@@ -484,9 +501,9 @@ class CohortTrainer:
             if job.plan.batch_size != self.batch_size:
                 raise ValueError("every job of a cohort must use the trainer's batch size")
         inputs = self._inputs(jobs)
-        x_shape = tuple(inputs[5].shape[2:])
-        y_shape = tuple(inputs[6].shape[2:])
-        y_dtype = tf.as_dtype(inputs[6].dtype)
+        x_shape = tuple(inputs[6].shape[2:])
+        y_shape = tuple(inputs[7].shape[2:])
+        y_dtype = tf.as_dtype(inputs[7].dtype)
         if self._fn is None:
             self._fn = self._compile(inputs, x_shape, y_shape, y_dtype)
             tv, ntv, losses = self._last
@@ -572,6 +589,19 @@ class CohortTrainer:
             for kind in self.opt.initial
         ]
         anchor = [t.copy() for t in tv] if self.proximal else []
+        corr = []
+        if self.corrected:
+            for v in self.tv:
+                corr.append(
+                    np.stack(
+                        [
+                            np.asarray(job.correction[v.path], v.dtype)
+                            if job.correction is not None
+                            else np.zeros(v.shape, v.dtype)
+                            for job in jobs
+                        ]
+                    )
+                )
         mu = np.array([job.proximal_mu for job in jobs], np.float32)
         per_epoch = np.array([job.plan.steps_per_epoch for job in jobs], np.int32)
         steps = np.array([job.plan.steps for job in jobs], np.int32)
@@ -582,6 +612,7 @@ class CohortTrainer:
             ntv,
             slots,
             anchor,
+            corr,
             mu,
             x,
             y.astype(y_dtype, copy=False),
@@ -593,16 +624,18 @@ class CohortTrainer:
         ]
 
 
-def trainer_for(compiled: CompiledModel, batch_size: int, proximal: bool) -> CohortTrainer:
+def trainer_for(
+    compiled: CompiledModel, batch_size: int, proximal: bool, corrected: bool = False
+) -> CohortTrainer:
     """The cohort trainer cached on ``compiled`` (raises :class:`Unsupported`)."""
     cache = compiled.cohort
-    key = (int(batch_size), bool(proximal))
+    key = (int(batch_size), bool(proximal), bool(corrected))
     entry = cache.get(key)
     if isinstance(entry, Unsupported):
         raise entry
     if entry is None:
         try:
-            entry = CohortTrainer(compiled, batch_size, proximal)
+            entry = CohortTrainer(compiled, batch_size, proximal, corrected)
         except Unsupported as exc:
             cache[key] = exc
             raise
@@ -672,25 +705,31 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
                 node.weights_for(message, context),
                 plan,
                 options["proximal_mu"],
+                scaffold.correction_for(message, context, client),
                 options["report"],
             )
         except Exception:  # the per-message handler reports it as it does
             continue
-        key = (id(client._compiled), plan.batch_size, options["proximal_mu"] > 0)
+        key = (
+            id(client._compiled),
+            plan.batch_size,
+            options["proximal_mu"] > 0,
+            job.correction is not None,
+        )
         groups.setdefault(key, []).append((i, job))
     if with_callbacks:
         _fallback("[client] callbacks run in Keras fit", logging.INFO, with_callbacks)
     auto_single = all(
         node.experiment_from(m.content["config"]).client.cohort == "auto" for m in messages
     )
-    for (_, batch_size, proximal), members in groups.items():
+    for (_, batch_size, proximal, corrected), members in groups.items():
         if auto_single and len(members) < 2:  # "auto": one region gains nothing over Keras fit
             for i, _ in members:
                 paths.note_fallback(messages[i], "a cohort of one region (client.cohort = 'auto')")
             continue
         compiled = members[0][1].client._compiled
         try:
-            trainer = trainer_for(compiled, batch_size, proximal)
+            trainer = trainer_for(compiled, batch_size, proximal, corrected)
             results = trainer.fit([job for _, job in members])
         except Unsupported as exc:
             _fallback(str(exc), level, [messages[i] for i, _ in members])

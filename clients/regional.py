@@ -114,6 +114,11 @@ class RegionalClient:
     def variable_names(self) -> list[str]:
         return list(self._compiled.names)
 
+    @property
+    def trainable_names(self) -> list[str]:
+        """Paths of the trainable variables (those a gradient step changes)."""
+        return [v.path for v in self.model.inner.trainable_variables]
+
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Load named weights into the model (every variable must be given)."""
         names = self._compiled.names
@@ -164,6 +169,7 @@ class RegionalClient:
         proximal_mu: float = 0.0,
         local_steps: int | None = None,
         report: Sequence[str] = (),
+        correction: Mapping[str, np.ndarray] | None = None,
     ) -> FitResult:
         """Local training from ``weights``; returns the new weights and train loss.
 
@@ -176,6 +182,8 @@ class RegionalClient:
                 full round (:meth:`full_steps`): a straggler's partial work.
             report: extra metrics the strategy asks for
                 (:mod:`strategies.client_metrics`; see :meth:`extra_metrics`).
+            correction: SCAFFOLD's ``c - c_i`` by trainable variable (Karimireddy
+                et al. 2020; :mod:`clients.scaffold`): every local gradient gains it.
 
         The ``[client] callbacks`` are made afresh for this fit
         (:func:`clients.callbacks.make_callbacks`) and passed to Keras ``fit``. A
@@ -192,6 +200,7 @@ class RegionalClient:
         self.set_weights(weights)
         self._compiled.reset_optimizer()
         self._compiled.set_proximal(proximal_mu)
+        self._compiled.set_correction(None if correction is None else dict(correction))
         x, y = self.arrays.x_train, self.arrays.y_train
         data = make_dataset(
             x[plan.order],

@@ -13,7 +13,8 @@
   :class:`FedBN` (Li et al. 2021).
 - :class:`QFFL` (q-FFL, Li et al. 2020): fair aggregation, regions with a higher
   loss weigh more; :class:`FedNova` (Wang et al. 2020): normalised averaging
-  under unequal local steps.
+  under unequal local steps; :class:`Scaffold` (Karimireddy et al. 2020):
+  control variates against client drift.
 - :class:`DPFedAvg` (McMahan et al. 2018): clipping, Gaussian noise, RDP accountant.
 - :func:`get` / :func:`register` / :func:`available`: strategies by name.
 
@@ -32,6 +33,7 @@ from .layer_rules import LayerRule
 from .layerwise import LOCAL_LAYERS_KEY, FedBN, FedPer, Layerwise
 from .qffl import QFFL
 from .registry import available, get, register
+from .scaffold import Scaffold
 
 __all__ = [
     "CLIPPING_NORM_KEY",
@@ -56,6 +58,7 @@ __all__ = [
     "LayerRule",
     "Layerwise",
     "MultiKrum",
+    "Scaffold",
     "aggregate",
     "available",
     "errors",

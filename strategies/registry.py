@@ -34,6 +34,7 @@ from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import FedProx
 from .layerwise import FedBN, FedPer, Layerwise
 from .qffl import QFFL
+from .scaffold import Scaffold
 
 __all__ = [
     "accepted_params",
@@ -266,3 +267,4 @@ register("fedper")(FedPer)
 register("fedbn")(FedBN)
 register("qffl")(QFFL)
 register("fednova")(FedNova)
+register("scaffold")(Scaffold)

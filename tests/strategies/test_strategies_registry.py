@@ -53,6 +53,7 @@ def test_public_api_pinned():
             "Layerwise",
             "MultiKrum",
             "QFFL",
+            "Scaffold",
             "aggregate",
             "available",
             "errors",
@@ -86,6 +87,7 @@ CATALOGUE = {
     "fedbn": FedBN,
     "qffl": strategies.QFFL,
     "fednova": strategies.FedNova,
+    "scaffold": strategies.Scaffold,
 }
 
 
@@ -177,6 +179,7 @@ def test_uninterpretable_identifier():
         Layerwise(layers=[{"match": "d*", "weight": "inverse-loss"}]),
         strategies.QFFL(q=2.0, client_learning_rate=0.1),
         strategies.FedNova(momentum=0.9),
+        strategies.Scaffold(server_learning_rate=0.5),
     ],
 )
 def test_get_config_round_trip(strategy):
