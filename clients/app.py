@@ -12,7 +12,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import attacks, compress, paths, scaffold, state
+from clients import attacks, compress, ditto, paths, scaffold, state
 from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.node import (
@@ -143,12 +143,14 @@ def train(message: Message, context: Context) -> Message:
     config = message.content["config"]
     honest = client_for(message, context)
     client = attacks.for_training(honest)  # a label-flipped copy for a malicious region
+    weights = weights_for(message, context)
     result = client.fit(
-        weights_for(message, context),
+        weights,
         int(config["server-round"]),
         **fit_options(config),
         correction=scaffold.correction_for(message, context, honest),
     )
+    ditto.train_personal(message, context, client, weights)  # Ditto: v_k, kept here
     result = attacks.poison_update(result, message, honest.region)  # sign flip / noise
     why = paths.fallback_reason(message, honest.config.client.cohort)
     return train_reply(message, context, honest, result, why=why)
@@ -156,9 +158,11 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Test-split metrics of the global model (with local layers, if any)."""
+    """Test-split metrics of the global model (with local layers, if any), or of the
+    region's personal model (Ditto)."""
     client = client_for(message, context)
-    return evaluate_reply(message, client, client.evaluate(weights_for(message, context)))
+    weights = ditto.evaluation_weights(message, context) or weights_for(message, context)
+    return evaluate_reply(message, client, client.evaluate(weights))
 
 
 def evaluate_reply(message: Message, client: RegionalClient, result: EvaluateResult) -> Message:

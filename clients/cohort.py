@@ -63,7 +63,7 @@ import tensorflow as tf
 from flwr.app import Context, Message, MessageType
 from flwr.client.mod.utils import make_ffn
 
-from clients import node, paths, scaffold
+from clients import ditto, node, paths, scaffold
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
 from fedglobal import compile_cache
@@ -102,6 +102,8 @@ class CohortJob:
     correction: Mapping[str, np.ndarray] | None = None
     #: extra metrics the strategy asks for (strategies.client_metrics)
     report: tuple[str, ...] = ()
+    #: the proximal term's ``w_global`` if not ``weights`` (Ditto's personal model)
+    anchor: Mapping[str, np.ndarray] | None = None
 
 
 # -- optimizer maths ------------------------------------------------------------------
@@ -588,7 +590,17 @@ class CohortTrainer:
             [np.broadcast_to(value, (k, *value.shape)).copy() for value in kind]
             for kind in self.opt.initial
         ]
-        anchor = [t.copy() for t in tv] if self.proximal else []
+        anchor = []
+        if self.proximal:
+            for v, t in zip(self.tv, tv, strict=True):
+                if all(job.anchor is None for job in jobs):
+                    anchor.append(t.copy())
+                    continue
+                anchor.append(
+                    np.stack(
+                        [np.asarray((job.anchor or job.weights)[v.path], v.dtype) for job in jobs]
+                    )
+                )
         corr = []
         if self.corrected:
             for v in self.tv:
@@ -661,6 +673,32 @@ def _fallback(reason: str, level: int, messages: Sequence[Message]) -> None:
     log.log(level, "cohort training not used, regions train one by one: %s", reason)
 
 
+def _personal_models(
+    compiled: CompiledModel,
+    batch_size: int,
+    members: Sequence[tuple[int, CohortJob]],
+    messages: Sequence[Message],
+    contexts: Sequence[Context],
+) -> dict[int, dict[str, np.ndarray]]:
+    """Ditto's personal models of the members that train one, as a second cohort.
+
+    Each starts from the region's ``v_k`` and is pulled towards the round's
+    global weights (the proximal anchor), with the round's plan, as
+    :func:`clients.ditto.train_personal` does with Keras ``fit``.
+    """
+    jobs: list[tuple[int, CohortJob]] = []
+    for i, job in members:
+        start = ditto.personal_start(messages[i], contexts[i], dict(job.weights))
+        if start is not None:
+            personal, lam = start
+            jobs.append((i, CohortJob(job.client, personal, job.plan, lam, anchor=job.weights)))
+    if not jobs:
+        return {}
+    trainer = trainer_for(compiled, batch_size, any(j.proximal_mu > 0 for _, j in jobs))
+    results = trainer.fit([job for _, job in jobs])
+    return {i: result.weights for (i, _), result in zip(jobs, results, strict=True)}
+
+
 def _with_reports(job: CohortJob, result: FitResult) -> FitResult:
     """``result`` with the extra metrics ``job`` asks for (its region did all its steps)."""
     start = job.client.start_loss(job.weights) if START_LOSS in job.report else None
@@ -731,9 +769,12 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
         try:
             trainer = trainer_for(compiled, batch_size, proximal, corrected)
             results = trainer.fit([job for _, job in members])
+            personal = _personal_models(compiled, batch_size, members, messages, contexts)
         except Unsupported as exc:
             _fallback(str(exc), level, [messages[i] for i, _ in members])
             continue
+        for i, weights in personal.items():  # Ditto: each region keeps its v_k
+            ditto.keep(contexts[i], weights)
         for (i, job), result in zip(members, results, strict=True):
             message, context = messages[i], contexts[i]
             if job.report:  # as RegionalClient.fit reports them
@@ -772,7 +813,9 @@ def evaluate_cohort(
     for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
         try:
             client = node.client_for(message, context)
-            weights = node.weights_for(message, context)
+            weights = ditto.evaluation_weights(message, context) or node.weights_for(
+                message, context
+            )
         except Exception:  # the per-message handler reports it as it does
             continue
         for group_weights, members in groups:

@@ -170,6 +170,7 @@ class RegionalClient:
         local_steps: int | None = None,
         report: Sequence[str] = (),
         correction: Mapping[str, np.ndarray] | None = None,
+        proximal_anchor: Mapping[str, np.ndarray] | None = None,
     ) -> FitResult:
         """Local training from ``weights``; returns the new weights and train loss.
 
@@ -184,6 +185,9 @@ class RegionalClient:
                 (:mod:`strategies.client_metrics`; see :meth:`extra_metrics`).
             correction: SCAFFOLD's ``c - c_i`` by trainable variable (Karimireddy
                 et al. 2020; :mod:`clients.scaffold`): every local gradient gains it.
+            proximal_anchor: the ``w_global`` of the proximal term, if not
+                ``weights`` (Ditto's personal model, Li et al. 2021, starts from the
+                region's own weights and is pulled towards the global ones).
 
         The ``[client] callbacks`` are made afresh for this fit
         (:func:`clients.callbacks.make_callbacks`) and passed to Keras ``fit``. A
@@ -197,9 +201,13 @@ class RegionalClient:
         # clears TensorFlow's kernel cache, so every fit rebuilt its train function
         # (about 300 ms per region against 50 ms for the fit itself, measured).
         self._compiled.reseed(plan.seed)
+        if proximal_anchor is not None:  # w_global other than the start (Ditto)
+            self.set_weights(proximal_anchor)
+            self._compiled.set_proximal(proximal_mu)
         self.set_weights(weights)
         self._compiled.reset_optimizer()
-        self._compiled.set_proximal(proximal_mu)
+        if proximal_anchor is None:
+            self._compiled.set_proximal(proximal_mu)
         self._compiled.set_correction(None if correction is None else dict(correction))
         x, y = self.arrays.x_train, self.arrays.y_train
         data = make_dataset(

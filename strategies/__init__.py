@@ -14,7 +14,8 @@
 - :class:`QFFL` (q-FFL, Li et al. 2020): fair aggregation, regions with a higher
   loss weigh more; :class:`FedNova` (Wang et al. 2020): normalised averaging
   under unequal local steps; :class:`Scaffold` (Karimireddy et al. 2020):
-  control variates against client drift.
+  control variates against client drift; :class:`Ditto` (Li et al. 2021):
+  personal models, evaluated personalised.
 - :class:`DPFedAvg` (McMahan et al. 2018): clipping, Gaussian noise, RDP accountant.
 - :func:`get` / :func:`register` / :func:`available`: strategies by name.
 
@@ -24,6 +25,7 @@ Every strategy subclasses :class:`FedAvg` and has ``get_config()``,
 
 from . import aggregate, errors, robust, server_opt
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from .ditto import Ditto
 from .dp import CLIPPING_NORM_KEY, DPFedAvg
 from .fedavg import LOCAL_STEPS_KEY, FedAvg
 from .fednova import FedNova
@@ -43,6 +45,7 @@ __all__ = [
     "QFFL",
     "Bulyan",
     "DPFedAvg",
+    "Ditto",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from flwr.serverapp.strategy import Strategy
 
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from .ditto import Ditto
 from .dp import DPFedAvg
 from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, nearest
 from .fedavg import FedAvg
@@ -268,3 +269,4 @@ register("fedbn")(FedBN)
 register("qffl")(QFFL)
 register("fednova")(FedNova)
 register("scaffold")(Scaffold)
+register("ditto")(Ditto)

@@ -37,6 +37,7 @@ def test_public_api_pinned():
             "PROXIMAL_MU_KEY",
             "Bulyan",
             "DPFedAvg",
+            "Ditto",
             "FedAdagrad",
             "FedAdam",
             "FedAvg",
@@ -88,6 +89,7 @@ CATALOGUE = {
     "qffl": strategies.QFFL,
     "fednova": strategies.FedNova,
     "scaffold": strategies.Scaffold,
+    "ditto": strategies.Ditto,
 }
 
 
@@ -180,6 +182,7 @@ def test_uninterpretable_identifier():
         strategies.QFFL(q=2.0, client_learning_rate=0.1),
         strategies.FedNova(momentum=0.9),
         strategies.Scaffold(server_learning_rate=0.5),
+        strategies.Ditto(lam=2.0),
     ],
 )
 def test_get_config_round_trip(strategy):
