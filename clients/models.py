@@ -128,40 +128,37 @@ class ProximalModel(keras.Model):
             target.assign(np.asarray(correction[var.path], dtype=var.dtype))
         self._anchor.corrected.assign(1.0)
 
-    def _correction_term(self) -> Any:
-        pairs = list(zip(self.inner.trainable_variables, self._anchor.correction, strict=True))
+    def _extra_terms(self) -> Any:
+        """FedProx's ``mu/2 ||w - w_global||^2`` plus SCAFFOLD's ``sum <w, c - c_i>``.
 
-        def term() -> Any:
-            products = [
-                keras.ops.sum(
-                    keras.ops.cast(w, "float32")
-                    * keras.ops.stop_gradient(keras.ops.cast(c, "float32"))
-                )
-                for w, c in pairs
-            ]
-            total = keras.ops.sum(keras.ops.stack(products))
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            return total / replicas if replicas > 1 else total
-
-        return keras.ops.cond(
-            self._anchor.corrected > 0.0, term, lambda: keras.ops.zeros((), "float32")
-        )
-
-    def _proximal_term(self) -> Any:
-        mu = self._anchor.mu
+        One graph conditional for both (one per step costs about 0.1 ms on CPU,
+        measured): when neither is on, it adds an exact zero; when one is on, the
+        other's factor (``mu`` or ``corrected``) is 0 and adds an exact zero.
+        """
+        mu, corrected = self._anchor.mu, self._anchor.corrected
+        variables = self.inner.trainable_variables
 
         def term() -> Any:
             squares = [
                 keras.ops.sum(
                     keras.ops.square(keras.ops.cast(w, "float32") - keras.ops.cast(g, "float32"))
                 )
-                for w, g in zip(self.inner.trainable_variables, self._anchor.weights, strict=True)
+                for w, g in zip(variables, self._anchor.weights, strict=True)
+            ]
+            products = [
+                keras.ops.sum(
+                    keras.ops.cast(w, "float32")
+                    * keras.ops.stop_gradient(keras.ops.cast(c, "float32"))
+                )
+                for w, c in zip(variables, self._anchor.correction, strict=True)
             ]
             total = 0.5 * mu * keras.ops.sum(keras.ops.stack(squares))
+            total = total + corrected * keras.ops.sum(keras.ops.stack(products))
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             return total / replicas if replicas > 1 else total
 
-        return keras.ops.cond(mu > 0.0, term, lambda: keras.ops.zeros((), "float32"))
+        active = keras.ops.logical_or(mu > 0.0, corrected > 0.0)
+        return keras.ops.cond(active, term, lambda: keras.ops.zeros((), "float32"))
 
     def compute_loss(
         self,
@@ -175,8 +172,7 @@ class ProximalModel(keras.Model):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if not training or not self.inner.trainable_variables:
             return loss
-        loss = loss + keras.ops.cast(self._proximal_term(), loss.dtype)
-        return loss + keras.ops.cast(self._correction_term(), loss.dtype)
+        return loss + keras.ops.cast(self._extra_terms(), loss.dtype)
 
 
 @dataclass
