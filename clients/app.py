@@ -60,7 +60,8 @@ def local_layers(message: Message, context: Context) -> Message:
     The server asks at the end of a run (``[output] personal_models``,
     :data:`fedglobal.monitor.LOCAL_LAYERS_QUERY`) with the layer names in the
     config key ``local-layers``. The reply holds those variables as this region
-    last trained them (the state :func:`train_reply` keeps), and ``meta.region``.
+    last trained them (the state :func:`train_reply` keeps; with Ditto, its
+    personal model), and ``meta.region``.
 
     Raises:
         DataError: this region never trained in this process (it has no local
@@ -70,7 +71,9 @@ def local_layers(message: Message, context: Context) -> Message:
     cfg = experiment_from(config)
     region, _ = node_region(context, cfg)
     names = [str(n) for n in config.get("local-layers", [])]
-    saved = context.state.get(LOCAL_STATE_KEY)
+    saved = context.state.get(ditto.STATE_KEY)  # Ditto: the personal model, every variable
+    if saved is None:
+        saved = context.state.get(LOCAL_STATE_KEY)
     if saved is None:
         raise DataError(
             f"region {region!r} has no local layers: it never trained with a strategy that "

@@ -354,6 +354,9 @@ class RunMonitor:
         plan = getattr(strategy, "plan", None)
         last = int(self.recorder.rows[-1][0]) if self.recorder.rows else 0
         local = list(plan(max(1, last))[1]) if callable(plan) else []
+        personal = getattr(strategy, "personal_variables", None)  # Ditto: the whole model
+        if not local and callable(personal):
+            local = list(personal())
         if not local:
             self.personal = {"layers": [], "regions": [], "failed": [], "note": "no local layers"}
             return

@@ -24,7 +24,7 @@ import numbers
 from logging import INFO
 from typing import Any
 
-from flwr.app import ConfigRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.supercore import log
 
 from .errors import InvalidParameterError
@@ -63,11 +63,24 @@ class Ditto(FedAvg):
         super().__init__(**kwargs)
         self.lam = float(lam)
         self._params["lam"] = lam
+        self._names: list[str] = []
 
     def summary(self) -> None:
         """Log the strategy's configuration."""
         log(INFO, "\t├──> Ditto: lambda %g (personalised evaluation)", self.lam)
         super().summary()
+
+    def personal_variables(self) -> list[str]:
+        """Every variable of the model: a region's whole model is personal.
+
+        The server's ``[output] personal_models`` asks the regions for these at
+        the end of a run (empty before the first ``configure_train``).
+        """
+        return list(self._names)
+
+    def _remember(self, server_round: int, arrays: ArrayRecord) -> None:
+        super()._remember(server_round, arrays)
+        self._names = list(arrays.keys())
 
     def _round_config(self, config: ConfigRecord, server_round: int) -> ConfigRecord:
         out = super()._round_config(config, server_round)

@@ -142,3 +142,31 @@ def test_runs_global_model_is_fedavgs_and_evaluation_is_personal(csv, tmp_path):
         assert regions_loss(ditto[cohort]) < 0.8 * regions_loss(fedavg[cohort])
     keras_fit, cohort = (ditto[c].history["value"].to_numpy() for c in (False, True))
     np.testing.assert_allclose(cohort, keras_fit, rtol=1e-3, atol=1e-4)
+
+
+def test_personal_models_are_saved_and_exported(csv, tmp_path):  # noqa: F811
+    """[output] personal_models: each region's whole personal model, which is what the
+    last round's federated evaluation scored (its R² on the region's test rows)."""
+    from clients.regional import RegionalClient as Client
+    from fedglobal import data as fdata
+
+    raw = {
+        "experiment": {"rounds": 2, "output_dir": str(tmp_path), "name": "p", "seed": 5},
+        "data": {"source": f"csv:{csv}", "region": "r", "target": "y", "min_region_rows": 2},
+        "model": {"name": "mlp", "hidden": [4]},
+        "client": {"optimizer": "sgd", "learning_rate": 0.05, "batch_size": 8},
+        "strategy": {"name": "ditto", "lam": 0.01, "min_available_clients": 3},
+        "output": {"tensorboard": False, "plots": False, "personal_models": True},
+    }
+    result = fedglobal.simulate(raw, quiet=True)
+    info = result.summary["personal_models"]
+    assert info["regions"] == ["r0", "r1", "r2"] and not info["failed"]
+    schema = fdata.Schema.from_json((result.run_dir / "schema.json").read_text())
+    h = result.history
+    for region in info["regions"]:
+        model = result.personal_model(region)
+        arrays = fdata.encode_region(result.config, region, schema)
+        client = Client(arrays, result.config, schema)
+        scored = client.score(np.asarray(model(arrays.x_test)))
+        logged = h[(h["round"] == 2) & (h["region"] == region) & (h["metric"] == "r2")]
+        assert scored.metrics["r2"] == pytest.approx(float(logged["value"].iloc[0]), abs=1e-5)
