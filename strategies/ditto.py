@@ -52,6 +52,10 @@ class Ditto(FedAvg):
         **kwargs: the other :class:`~strategies.fedavg.FedAvg` parameters.
     """
 
+    #: Models a region trains per local step (the global and its personal one): the
+    #: simulated clock (``[geo]``) counts twice FedAvg's compute per step.
+    local_work = 2.0
+
     def __init__(self, *, lam: float = 0.1, **kwargs: Any) -> None:
         if (
             isinstance(lam, bool)

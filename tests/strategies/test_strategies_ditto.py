@@ -5,6 +5,7 @@ to Keras ``fit``), keeps it, and is evaluated on it; whole runs."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from flwr.app import ConfigRecord
@@ -170,3 +171,29 @@ def test_personal_models_are_saved_and_exported(csv, tmp_path):  # noqa: F811
         scored = client.score(np.asarray(model(arrays.x_test)))
         logged = h[(h["round"] == 2) & (h["region"] == region) & (h["metric"] == "r2")]
         assert scored.metrics["r2"] == pytest.approx(float(logged["value"].iloc[0]), abs=1e-5)
+
+
+def test_the_simulated_clock_counts_both_models(csv, tmp_path):  # noqa: F811
+    """[geo]: a Ditto region trains two models per local step: twice FedAvg's compute_s."""
+    times = {}
+    for name in ("fedavg", "ditto"):
+        raw = {
+            "experiment": {"rounds": 1, "output_dir": str(tmp_path / name), "name": name},
+            "data": {"source": f"csv:{csv}", "region": "r", "target": "y", "min_region_rows": 2},
+            "model": {"name": "mlp", "hidden": [4]},
+            "strategy": {"name": name, "min_available_clients": 3},
+            "geo": {
+                "server": [50.1, 8.7],
+                "regions": {
+                    "r0": {"lat": 48.9, "lon": 2.35},
+                    "r1": {"lat": 40.4, "lon": -3.7},
+                    "r2": {"lat": 52.5, "lon": 13.4},
+                },
+            },
+            "output": {"tensorboard": False, "plots": False},
+        }
+        result = fedglobal.simulate(raw, quiet=True)
+        times[name] = pd.read_csv(result.run_dir / "sim_times.csv").set_index("region")
+    ratio = times["ditto"]["compute_s"] / times["fedavg"]["compute_s"]
+    np.testing.assert_allclose(ratio.to_numpy(), 2.0, rtol=1e-9)
+    assert (times["ditto"]["steps"] == times["fedavg"]["steps"]).all()
