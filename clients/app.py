@@ -12,7 +12,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import attacks, compress, paths, state
+from clients import attacks, compress, ditto, paths, scaffold, state
 from clients.faults import fault_mod
 from clients.mods import optional_clipping_mod
 from clients.node import (
@@ -69,7 +69,8 @@ def local_layers(message: Message, context: Context) -> Message:
     The server asks at the end of a run (``[output] personal_models``,
     :data:`fedglobal.protocol.LOCAL_LAYERS_QUERY`) with the layer names in the
     config key ``local-layers``. The reply holds those variables as this region
-    last trained them (the state :func:`train_reply` keeps), and ``meta.region``.
+    last trained them (the state :func:`train_reply` keeps; with Ditto, its
+    personal model), and ``meta.region``.
 
     Raises:
         DataError: this region never trained in this process (it has no local
@@ -79,7 +80,9 @@ def local_layers(message: Message, context: Context) -> Message:
     cfg = experiment_from(config)
     region, _ = node_region(context, cfg)
     names = [str(n) for n in config.get(LOCAL_LAYERS_KEY, [])]
-    saved = context.state.get(LOCAL_STATE_KEY)
+    saved = context.state.get(ditto.STATE_KEY)  # Ditto: the personal model, every variable
+    if saved is None:
+        saved = context.state.get(LOCAL_STATE_KEY)
     if saved is None:
         raise DataError(
             f"region {region!r} has no local layers: it never trained with a strategy that "
@@ -136,6 +139,9 @@ def train_reply(
     )
     if codec is not None:  # fedglobal.server.comm.DecodingGrid rebuilds the weights
         content[compression.CODEC_KEY] = codec
+    delta = scaffold.control_delta(message, context, client, result)
+    if delta is not None:  # SCAFFOLD: only Delta c_i leaves; c_i stays in context.state
+        content[scaffold.DELTA_KEY] = to_record(delta)
     return Message(content, reply_to=message)
 
 
@@ -149,9 +155,14 @@ def train(message: Message, context: Context) -> Message:
     config = message.content["config"]
     honest = client_for(message, context)
     client = attacks.for_training(honest)  # a label-flipped copy for a malicious region
+    weights = weights_for(message, context)
     result = client.fit(
-        weights_for(message, context), int(config[SERVER_ROUND_KEY]), **fit_options(config)
+        weights,
+        int(config[SERVER_ROUND_KEY]),
+        **fit_options(config),
+        correction=scaffold.correction_for(message, context, honest),
     )
+    ditto.train_personal(message, context, client, weights)  # Ditto: v_k, kept here
     result = attacks.poison_update(result, message, honest.region)  # sign flip / noise
     why = paths.fallback_reason(message, honest.config.client.cohort)
     return train_reply(message, context, honest, result, why=why)
@@ -159,9 +170,11 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Test-split metrics of the global model (with local layers, if any)."""
+    """Test-split metrics of the global model (with local layers, if any), or of the
+    region's personal model (Ditto)."""
     client = client_for(message, context)
-    return evaluate_reply(message, client, client.evaluate(weights_for(message, context)))
+    weights = ditto.evaluation_weights(message, context) or weights_for(message, context)
+    return evaluate_reply(message, client, client.evaluate(weights))
 
 
 def evaluate_reply(message: Message, client: RegionalClient, result: EvaluateResult) -> Message:

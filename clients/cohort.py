@@ -15,6 +15,8 @@ local step of every region:
   non-trainable state), the masked loss, its gradient, and the optimizer's
   update, written out here for SGD (with momentum and Nesterov), Adam, AdamW,
   RMSprop and Adagrad with the same operations as Keras's ``update_step``;
+  FedProx's proximal term and SCAFFOLD's gradient correction (:mod:`clients.scaffold`)
+  are added to the loss as in Keras ``fit``;
 - ragged regions: every region's rows are padded to a common length; a step's
   rows past the region's end (its epoch's last, partial batch) are masked out
   of the loss and, for ``BatchNormalization``, out of the batch statistics; a
@@ -45,6 +47,7 @@ server records it per round.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -60,11 +63,12 @@ import tensorflow as tf
 from flwr.app import Context, Message, MessageType
 from flwr.client.mod.utils import make_ffn
 
-from clients import node, paths
+from clients import ditto, node, paths, scaffold
 from clients.models import CompiledModel
 from clients.regional import FitResult, RegionalClient, TrainPlan
 from fedglobal.protocol import SERVER_ROUND_KEY
 from fedglobal.runtime import compile_cache
+from strategies.client_metrics import START_LOSS
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +93,18 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class CohortJob:
-    """One region's local training: its client, start weights, plan and FedProx ``mu``."""
+    """One region's local training: its client, start weights, plan, FedProx ``mu``, reports."""
 
     client: RegionalClient
     weights: Mapping[str, np.ndarray]
     plan: TrainPlan
     proximal_mu: float = 0.0
+    #: SCAFFOLD's ``c - c_i`` by trainable variable (clients.scaffold), or None
+    correction: Mapping[str, np.ndarray] | None = None
+    #: extra metrics the strategy asks for (strategies.client_metrics)
+    report: tuple[str, ...] = ()
+    #: the proximal term's ``w_global`` if not ``weights`` (Ditto's personal model)
+    anchor: Mapping[str, np.ndarray] | None = None
 
 
 # -- optimizer maths ------------------------------------------------------------------
@@ -368,9 +378,14 @@ class CohortTrainer:
         compiled: the process's compiled model (:func:`clients.models.compiled_model`).
         batch_size: rows per step.
         proximal: whether any region has FedProx ``mu > 0`` (adds the term).
+        corrected: whether the regions follow SCAFFOLD's corrected gradients
+            (Karimireddy et al. 2020): each step's gradient gains the region's
+            ``c - c_i``, as the loss term ``sum <w, c - c_i>`` of Keras ``fit``.
     """
 
-    def __init__(self, compiled: CompiledModel, batch_size: int, proximal: bool) -> None:
+    def __init__(
+        self, compiled: CompiledModel, batch_size: int, proximal: bool, corrected: bool = False
+    ) -> None:
         model = compiled.model
         if compiled.strategy is not tf.distribute.get_strategy():
             raise Unsupported(f"tf.distribute strategy {type(compiled.strategy).__name__}")
@@ -378,6 +393,7 @@ class CohortTrainer:
         self.inner: keras.Model = model.inner
         self.batch_size = int(batch_size)
         self.proximal = bool(proximal)
+        self.corrected = bool(corrected)
         self.loss = _per_sample_loss(model)
         self.tv = list(self.inner.trainable_variables)
         self.ntv = list(self.inner.non_trainable_variables)
@@ -416,6 +432,7 @@ class CohortTrainer:
             [stacked(v) for v in self.ntv],
             [[stacked(v) for v in self.tv] for _ in self.opt.slot_names],
             [stacked(v) for v in self.tv] if self.proximal else [],
+            [stacked(v) for v in self.tv] if self.corrected else [],  # SCAFFOLD c - c_i
             tf.TensorSpec([None], tf.float32),  # mu
             tf.TensorSpec([None, None, *x_shape], tf.float32),  # X
             tf.TensorSpec([None, None, *y_shape], y_dtype),  # Y
@@ -429,11 +446,11 @@ class CohortTrainer:
     def _build(self, x_shape: tuple, y_shape: tuple, y_dtype: tf.DType, mode: str) -> Callable:
         batch = self.batch_size
         opt = self.opt
-        inner, loss_fn, proximal = self.inner, self.loss, self.proximal
+        inner, loss_fn, proximal, corrected = self.inner, self.loss, self.proximal, self.corrected
 
         @tf.autograph.experimental.do_not_convert
         def one_client(args: tuple) -> tuple:
-            tv, ntv, slots, anchor, mu, xb, yb, rows, step = args
+            tv, ntv, slots, anchor, corr, mu, xb, yb, rows, step = args
             with tf.GradientTape() as tape:
                 tape.watch(tv)
                 with _row_mask(rows):
@@ -447,11 +464,17 @@ class CohortTrainer:
                     ]
                     term = 0.5 * mu * tf.reduce_sum(tf.stack(squares))
                     loss = loss + tf.cast(term, loss.dtype)
+                if corrected:
+                    products = [
+                        tf.reduce_sum(tf.cast(w, tf.float32) * tf.cast(c, tf.float32))
+                        for w, c in zip(tv, corr, strict=True)
+                    ]
+                    loss = loss + tf.cast(tf.reduce_sum(tf.stack(products)), loss.dtype)
             grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, tv)]
             new_tv, new_slots = opt.update(tv, slots, grads, step)
             return new_tv, list(new_ntv), new_slots, loss
 
-        def run(tv, ntv, slots, anchor, mu, x, y, order, rows, per_epoch, steps, loss_from):
+        def run(tv, ntv, slots, anchor, corr, mu, x, y, order, rows, per_epoch, steps, loss_from):
             total = tf.reduce_max(steps)
             offsets = tf.range(batch, dtype=tf.int32)[None, :]
             k = tf.shape(rows)[0]
@@ -474,7 +497,7 @@ class CohortTrainer:
                 weight = tf.cast(valid, tf.float32)
                 step = tf.fill([k], t)
                 active = t < steps
-                args = (tv, ntv, slots, anchor, mu, xb, yb, weight, step)
+                args = (tv, ntv, slots, anchor, corr, mu, xb, yb, weight, step)
                 if mode == VECTORIZED:
                     new_tv, new_ntv, new_slots, loss = tf.vectorized_map(
                         one_client, args, fallback_to_while_loop=False
@@ -520,9 +543,9 @@ class CohortTrainer:
             if job.plan.batch_size != self.batch_size:
                 raise ValueError("every job of a cohort must use the trainer's batch size")
         inputs = self._inputs(jobs)
-        x_shape = tuple(inputs[5].shape[2:])
-        y_shape = tuple(inputs[6].shape[2:])
-        y_dtype = tf.as_dtype(inputs[6].dtype)
+        x_shape = tuple(inputs[6].shape[2:])
+        y_shape = tuple(inputs[7].shape[2:])
+        y_dtype = tf.as_dtype(inputs[7].dtype)
         if self._fn is None:
             self._fn = self._compile(inputs, x_shape, y_shape, y_dtype)
             tv, ntv, losses = self._last
@@ -607,7 +630,30 @@ class CohortTrainer:
             [np.broadcast_to(value, (k, *value.shape)).copy() for value in kind]
             for kind in self.opt.initial
         ]
-        anchor = [t.copy() for t in tv] if self.proximal else []
+        anchor = []
+        if self.proximal:
+            for v, t in zip(self.tv, tv, strict=True):
+                if all(job.anchor is None for job in jobs):
+                    anchor.append(t.copy())
+                    continue
+                anchor.append(
+                    np.stack(
+                        [np.asarray((job.anchor or job.weights)[v.path], v.dtype) for job in jobs]
+                    )
+                )
+        corr = []
+        if self.corrected:
+            for v in self.tv:
+                corr.append(
+                    np.stack(
+                        [
+                            np.asarray(job.correction[v.path], v.dtype)
+                            if job.correction is not None
+                            else np.zeros(v.shape, v.dtype)
+                            for job in jobs
+                        ]
+                    )
+                )
         mu = np.array([job.proximal_mu for job in jobs], np.float32)
         per_epoch = np.array([job.plan.steps_per_epoch for job in jobs], np.int32)
         steps = np.array([job.plan.steps for job in jobs], np.int32)
@@ -618,6 +664,7 @@ class CohortTrainer:
             ntv,
             slots,
             anchor,
+            corr,
             mu,
             x,
             y.astype(y_dtype, copy=False),
@@ -629,16 +676,18 @@ class CohortTrainer:
         ]
 
 
-def trainer_for(compiled: CompiledModel, batch_size: int, proximal: bool) -> CohortTrainer:
+def trainer_for(
+    compiled: CompiledModel, batch_size: int, proximal: bool, corrected: bool = False
+) -> CohortTrainer:
     """The cohort trainer cached on ``compiled`` (raises :class:`Unsupported`)."""
     cache = compiled.cohort
-    key = (int(batch_size), bool(proximal))
+    key = (int(batch_size), bool(proximal), bool(corrected))
     entry = cache.get(key)
     if isinstance(entry, Unsupported):
         raise entry
     if entry is None:
         try:
-            entry = CohortTrainer(compiled, batch_size, proximal)
+            entry = CohortTrainer(compiled, batch_size, proximal, corrected)
         except Unsupported as exc:
             cache[key] = exc
             raise
@@ -662,6 +711,39 @@ def _fallback(reason: str, level: int, messages: Sequence[Message]) -> None:
         return
     _warned.add(key)
     log.log(level, "cohort training not used, regions train one by one: %s", reason)
+
+
+def _personal_models(
+    compiled: CompiledModel,
+    batch_size: int,
+    members: Sequence[tuple[int, CohortJob]],
+    messages: Sequence[Message],
+    contexts: Sequence[Context],
+) -> dict[int, dict[str, np.ndarray]]:
+    """Ditto's personal models of the members that train one, as a second cohort.
+
+    Each starts from the region's ``v_k`` and is pulled towards the round's
+    global weights (the proximal anchor), with the round's plan, as
+    :func:`clients.ditto.train_personal` does with Keras ``fit``.
+    """
+    jobs: list[tuple[int, CohortJob]] = []
+    for i, job in members:
+        start = ditto.personal_start(messages[i], contexts[i], dict(job.weights))
+        if start is not None:
+            personal, lam = start
+            jobs.append((i, CohortJob(job.client, personal, job.plan, lam, anchor=job.weights)))
+    if not jobs:
+        return {}
+    trainer = trainer_for(compiled, batch_size, any(j.proximal_mu > 0 for _, j in jobs))
+    results = trainer.fit([job for _, job in jobs])
+    return {i: result.weights for (i, _), result in zip(jobs, results, strict=True)}
+
+
+def _with_reports(job: CohortJob, result: FitResult) -> FitResult:
+    """``result`` with the extra metrics ``job`` asks for (its region did all its steps)."""
+    start = job.client.start_loss(job.weights) if START_LOSS in job.report else None
+    extra = job.client.extra_metrics(job.report, start_loss=start, steps=job.plan.steps)
+    return dataclasses.replace(result, metrics={**result.metrics, **extra})
 
 
 def _returning(reply: Message) -> Callable[[Message, Context], Message]:
@@ -697,31 +779,46 @@ def train_cohort(messages: Sequence[Message], contexts: Sequence[Context]) -> li
             options = node.fit_options(config)
             plan = client.plan(int(config[SERVER_ROUND_KEY]), local_steps=options["local_steps"])
             job = CohortJob(
-                client, node.weights_for(message, context), plan, options["proximal_mu"]
+                client,
+                node.weights_for(message, context),
+                plan,
+                options["proximal_mu"],
+                scaffold.correction_for(message, context, client),
+                options["report"],
             )
         except Exception:  # the per-message handler reports it as it does
             continue
-        key = (id(client._compiled), plan.batch_size, options["proximal_mu"] > 0)
+        key = (
+            id(client._compiled),
+            plan.batch_size,
+            options["proximal_mu"] > 0,
+            job.correction is not None,
+        )
         groups.setdefault(key, []).append((i, job))
     if with_callbacks:
         _fallback("[client] callbacks run in Keras fit", logging.INFO, with_callbacks)
     auto_single = all(
         node.experiment_from(m.content["config"]).client.cohort == "auto" for m in messages
     )
-    for (_, batch_size, proximal), members in groups.items():
+    for (_, batch_size, proximal, corrected), members in groups.items():
         if auto_single and len(members) < 2:  # "auto": one region gains nothing over Keras fit
             for i, _ in members:
                 paths.note_fallback(messages[i], "a cohort of one region (client.cohort = 'auto')")
             continue
         compiled = members[0][1].client._compiled
         try:
-            trainer = trainer_for(compiled, batch_size, proximal)
+            trainer = trainer_for(compiled, batch_size, proximal, corrected)
             results = trainer.fit([job for _, job in members])
+            personal = _personal_models(compiled, batch_size, members, messages, contexts)
         except Unsupported as exc:
             _fallback(str(exc), level, [messages[i] for i, _ in members])
             continue
+        for i, weights in personal.items():  # Ditto: each region keeps its v_k
+            ditto.keep(contexts[i], weights)
         for (i, job), result in zip(members, results, strict=True):
             message, context = messages[i], contexts[i]
+            if job.report:  # as RegionalClient.fit reports them
+                result = _with_reports(job, result)
             reply = client_app.train_reply(
                 message, context, job.client, result, trained_by=paths.COHORT
             )
@@ -756,7 +853,9 @@ def evaluate_cohort(
     for i, (message, context) in enumerate(zip(messages, contexts, strict=True)):
         try:
             client = node.client_for(message, context)
-            weights = node.weights_for(message, context)
+            weights = ditto.evaluation_weights(message, context) or node.weights_for(
+                message, context
+            )
         except Exception:  # the per-message handler reports it as it does
             continue
         for group_weights, members in groups:

@@ -48,7 +48,8 @@ def steps_per_execution(client: ClientConfig) -> int:
 
 
 class _Anchor:
-    """FedProx's ``mu`` and ``w_global``: variables kept out of Keras's tracking.
+    """FedProx's ``mu`` and ``w_global``, SCAFFOLD's correction: variables kept out of
+    Keras's tracking.
 
     Held in a plain object so they are not weights of the model: they never
     travel, are never averaged, and ``model.weights`` stays the zoo model's.
@@ -59,6 +60,13 @@ class _Anchor:
         self.weights = [
             keras.Variable(
                 np.zeros(v.shape, v.dtype), dtype=v.dtype, trainable=False, name="proximal_anchor"
+            )
+            for v in variables
+        ]
+        self.corrected = keras.Variable(0.0, dtype="float32", trainable=False, name="corrected")
+        self.correction = [
+            keras.Variable(
+                np.zeros(v.shape, v.dtype), dtype=v.dtype, trainable=False, name="correction"
             )
             for v in variables
         ]
@@ -104,21 +112,53 @@ class ProximalModel(keras.Model):
             ):
                 anchor.assign(var.value)
 
-    def _proximal_term(self) -> Any:
-        mu = self._anchor.mu
+    def set_correction(self, correction: dict[str, np.ndarray] | None) -> None:
+        """SCAFFOLD's gradient correction ``c - c_i`` by trainable variable path, or None.
+
+        Karimireddy et al. 2020: each local step follows ``g(w) - c_i + c``. The
+        loss gains ``sum <w, c - c_i>`` (its gradient is the correction). None
+        turns it off (a graph conditional then adds an exact zero).
+        """
+        if correction is None:
+            self._anchor.corrected.assign(0.0)
+            return
+        for target, var in zip(
+            self._anchor.correction, self.inner.trainable_variables, strict=True
+        ):
+            target.assign(np.asarray(correction[var.path], dtype=var.dtype))
+        self._anchor.corrected.assign(1.0)
+
+    def _extra_terms(self) -> Any:
+        """FedProx's ``mu/2 ||w - w_global||^2`` plus SCAFFOLD's ``sum <w, c - c_i>``.
+
+        One graph conditional for both (one per step costs about 0.1 ms on CPU,
+        measured): when neither is on, it adds an exact zero; when one is on, the
+        other's factor (``mu`` or ``corrected``) is 0 and adds an exact zero.
+        """
+        mu, corrected = self._anchor.mu, self._anchor.corrected
+        variables = self.inner.trainable_variables
 
         def term() -> Any:
             squares = [
                 keras.ops.sum(
                     keras.ops.square(keras.ops.cast(w, "float32") - keras.ops.cast(g, "float32"))
                 )
-                for w, g in zip(self.inner.trainable_variables, self._anchor.weights, strict=True)
+                for w, g in zip(variables, self._anchor.weights, strict=True)
+            ]
+            products = [
+                keras.ops.sum(
+                    keras.ops.cast(w, "float32")
+                    * keras.ops.stop_gradient(keras.ops.cast(c, "float32"))
+                )
+                for w, c in zip(variables, self._anchor.correction, strict=True)
             ]
             total = 0.5 * mu * keras.ops.sum(keras.ops.stack(squares))
+            total = total + corrected * keras.ops.sum(keras.ops.stack(products))
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             return total / replicas if replicas > 1 else total
 
-        return keras.ops.cond(mu > 0.0, term, lambda: keras.ops.zeros((), "float32"))
+        active = keras.ops.logical_or(mu > 0.0, corrected > 0.0)
+        return keras.ops.cond(active, term, lambda: keras.ops.zeros((), "float32"))
 
     def compute_loss(
         self,
@@ -128,11 +168,11 @@ class ProximalModel(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        """Keras's loss, plus the proximal term when training."""
+        """Keras's loss, plus the proximal and correction terms when training."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if not training or not self.inner.trainable_variables:
             return loss
-        return loss + keras.ops.cast(self._proximal_term(), loss.dtype)
+        return loss + keras.ops.cast(self._extra_terms(), loss.dtype)
 
 
 @dataclass
@@ -171,6 +211,11 @@ class CompiledModel:
         """FedProx's ``mu`` for this round; ``w_global`` is taken from the current weights."""
         with self.strategy.scope():
             self.model.set_proximal(mu)
+
+    def set_correction(self, correction: dict[str, np.ndarray] | None) -> None:
+        """SCAFFOLD's ``c - c_i`` for this round (None: none); see ProximalModel."""
+        with self.strategy.scope():
+            self.model.set_correction(correction)
 
     def reseed(self, seed: int) -> None:
         """Restart the layers' own random streams (dropout masks...) from ``seed``.

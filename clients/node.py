@@ -22,6 +22,7 @@ from fedglobal import data
 from fedglobal.config import ExperimentConfig
 from fedglobal.errors import DataError
 from fedglobal.protocol import LOCAL_LAYERS_KEY, SERVER_ROUND_KEY, from_record
+from strategies.client_metrics import REPORT_KEY
 
 __all__ = [
     "CLIENT_CACHE_BYTES",
@@ -145,4 +146,6 @@ def fit_options(config: ConfigRecord) -> dict:
     return {
         "proximal_mu": float(config.get("proximal-mu", 0.0)),  # strategies.FedProx
         "local_steps": None if steps is None else int(steps),
+        # extra metrics the strategy asks for (strategies.client_metrics)
+        "report": tuple(str(name) for name in config.get(REPORT_KEY, [])),
     }

@@ -8,7 +8,7 @@ config. Weights come in and go out *named* by Keras variable path.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -19,6 +19,7 @@ from clients.models import CompiledModel, compiled_model
 from fedglobal import metrics
 from fedglobal.config import ExperimentConfig
 from fedglobal.data import RegionArrays, Schema, make_dataset, shuffle_seed
+from strategies.client_metrics import LEARNING_RATE, LOCAL_STEPS, START_LOSS
 
 _PREDICT_CHUNK = 8192
 
@@ -63,6 +64,15 @@ class TrainPlan:
         return self.steps_per_epoch == 0
 
 
+def row_loss(name: str) -> keras.losses.Loss:
+    """The compiled loss ``name`` as a Keras loss with one value per row (no reduction)."""
+    if name == "sparse_categorical_crossentropy":
+        return keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    if name == "mse":
+        return keras.losses.MeanSquaredError(reduction=None)
+    raise ValueError(f"no per-row form of the loss {name!r}")
+
+
 def shuffle_order(n: int, seed: int) -> np.ndarray:
     """The row order of a region's training pass, a pure function of ``(n, seed)``."""
     return np.random.default_rng([seed, 0x0DE5]).permutation(n)
@@ -103,6 +113,11 @@ class RegionalClient:
     @property
     def variable_names(self) -> list[str]:
         return list(self._compiled.names)
+
+    @property
+    def trainable_names(self) -> list[str]:
+        """Paths of the trainable variables (those a gradient step changes)."""
+        return [v.path for v in self.model.inner.trainable_variables]
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Load named weights into the model (every variable must be given)."""
@@ -153,6 +168,9 @@ class RegionalClient:
         *,
         proximal_mu: float = 0.0,
         local_steps: int | None = None,
+        report: Sequence[str] = (),
+        correction: Mapping[str, np.ndarray] | None = None,
+        proximal_anchor: Mapping[str, np.ndarray] | None = None,
     ) -> FitResult:
         """Local training from ``weights``; returns the new weights and train loss.
 
@@ -163,6 +181,13 @@ class RegionalClient:
                 ``mu/2 * ||w - weights||^2``. 0 (the default) is plain FedAvg.
             local_steps: stop after this many optimizer steps if fewer than the
                 full round (:meth:`full_steps`): a straggler's partial work.
+            report: extra metrics the strategy asks for
+                (:mod:`strategies.client_metrics`; see :meth:`extra_metrics`).
+            correction: SCAFFOLD's ``c - c_i`` by trainable variable (Karimireddy
+                et al. 2020; :mod:`clients.scaffold`): every local gradient gains it.
+            proximal_anchor: the ``w_global`` of the proximal term, if not
+                ``weights`` (Ditto's personal model, Li et al. 2021, starts from the
+                region's own weights and is pulled towards the global ones).
 
         The ``[client] callbacks`` are made afresh for this fit
         (:func:`clients.callbacks.make_callbacks`) and passed to Keras ``fit``. A
@@ -170,14 +195,20 @@ class RegionalClient:
         ends this region's round; the weights at that point are its reply.
         """
         plan = self.plan(server_round, local_steps=local_steps)
+        start_loss = self.start_loss(weights) if START_LOSS in report else None
         # Per-call seeds only: the layers' own streams restart from (seed, round,
         # region). No global reset (keras.utils.set_random_seed): tf.random.set_seed
         # clears TensorFlow's kernel cache, so every fit rebuilt its train function
         # (about 300 ms per region against 50 ms for the fit itself, measured).
         self._compiled.reseed(plan.seed)
+        if proximal_anchor is not None:  # w_global other than the start (Ditto)
+            self.set_weights(proximal_anchor)
+            self._compiled.set_proximal(proximal_mu)
         self.set_weights(weights)
         self._compiled.reset_optimizer()
-        self._compiled.set_proximal(proximal_mu)
+        if proximal_anchor is None:
+            self._compiled.set_proximal(proximal_mu)
+        self._compiled.set_correction(None if correction is None else dict(correction))
         x, y = self.arrays.x_train, self.arrays.y_train
         data = make_dataset(
             x[plan.order],
@@ -200,11 +231,53 @@ class RegionalClient:
                 callbacks=callbacks,
             )
         losses = history.history.get("loss", [float("nan")])
+        steps = int(np.asarray(self.model.optimizer.iterations))  # early stopping: fewer
         return FitResult(
             weights=self.get_weights(),
             num_examples=len(x),
-            metrics={"loss": float(losses[-1])},
+            metrics={
+                "loss": float(losses[-1]),
+                **self.extra_metrics(report, start_loss=start_loss, steps=steps),
+            },
         )
+
+    def extra_metrics(
+        self, report: Sequence[str], *, start_loss: float | None, steps: int
+    ) -> dict[str, float]:
+        """The extra train metrics a strategy asked for (:mod:`strategies.client_metrics`).
+
+        Args:
+            report: the names asked for; names this client does not know are ignored.
+            start_loss: :meth:`start_loss` at the round's start weights (if asked).
+            steps: the optimizer steps taken this round.
+        """
+        out: dict[str, float] = {}
+        if START_LOSS in report and start_loss is not None:
+            out[START_LOSS] = float(start_loss)
+        if LOCAL_STEPS in report:
+            out[LOCAL_STEPS] = int(steps)
+        if LEARNING_RATE in report:
+            out[LEARNING_RATE] = float(self.config.client.learning_rate)
+        return out
+
+    def start_loss(self, weights: Mapping[str, np.ndarray]) -> float:
+        """Mean training loss of ``weights`` over all the region's training rows.
+
+        Inference mode (no dropout; batch normalisation with its moving
+        statistics), the model's compiled loss, unweighted mean over rows:
+        q-FFL's ``F_k(w^t)`` (Li et al. 2020). Leaves ``weights`` loaded.
+        """
+        self.set_weights(weights)
+        x, y = self.arrays.x_train, self.arrays.y_train
+        if len(x) == 0:
+            return 0.0
+        loss = row_loss(self.model.loss)
+        total = 0.0
+        for i in range(0, len(x), _PREDICT_CHUNK):
+            out = self.predict(x[i : i + _PREDICT_CHUNK])
+            per_row = keras.ops.convert_to_numpy(loss(y[i : i + _PREDICT_CHUNK], out))
+            total += float(np.sum(per_row, dtype=np.float64))
+        return total / len(x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Model outputs for ``x`` (probabilities, or predictions in target units)."""

@@ -2,7 +2,9 @@
 
 A regional client keeps state between rounds in its Flower ``context.state``:
 its own trained copy of local and interval-skipped layers (layerwise
-strategies) and its compression error-feedback residual. A resumed run must
+strategies), its compression error-feedback residual, SCAFFOLD's control
+variate ``c_i`` (:mod:`clients.scaffold`) and Ditto's personal model
+(:mod:`clients.ditto`). A resumed run must
 start with the same state for its rounds to equal the uninterrupted run's, so
 the server's checkpoint (:mod:`fedglobal.run.checkpoint`) asks each region for it:
 

@@ -80,9 +80,12 @@ class DataConfig:
     features: list[str] | None = _f(None, doc="feature columns; omitted = all other columns")
     task: Literal["regression", "classification"] = _f("regression")
     test_fraction: float = _f(0.2, min_exclusive=0.0, max_exclusive=1.0)
-    partition: Literal["column", "iid", "dirichlet"] = _f("column")
+    partition: Literal["column", "iid", "dirichlet", "shards"] = _f("column")
     alpha: float = _f(0.5, min_exclusive=0.0, doc="Dirichlet concentration (partition=dirichlet)")
-    num_regions: int = _f(10, min=1, doc="regions for iid/dirichlet/synthetic partitions")
+    num_regions: int = _f(10, min=1, doc="regions for iid/dirichlet/shards/synthetic partitions")
+    shards_per_region: int = _f(
+        2, min=1, doc="label-sorted shards each region gets (partition=shards)"
+    )
     min_region_rows: int = _f(10, min=1, doc="regions with fewer rows are handled by rare_regions")
     rare_regions: Literal["error", "drop"] = _f("error")
     missing: Literal["impute", "drop"] = _f(
@@ -753,11 +756,11 @@ def _check_combinations(cfg: ExperimentConfig) -> None:
     if data.partition == "column" and not data.source.startswith("synthetic:") and not data.region:
         raise ConfigError(
             "data.partition = 'column' needs data.region, the column that names each row's "
-            "region; or use partition = 'iid' / 'dirichlet' with num_regions"
+            "region; or use partition = 'iid' / 'dirichlet' / 'shards' with num_regions"
         )
-    if data.partition == "dirichlet" and data.task != "classification":
+    if data.partition in ("dirichlet", "shards") and data.task != "classification":
         raise ConfigError(
-            "data.partition = 'dirichlet' skews labels: it needs task = 'classification'"
+            f"data.partition = {data.partition!r} skews labels: it needs task = 'classification'"
         )
     if data.source.startswith("synthetic:") and data.task != "classification":
         raise ConfigError(

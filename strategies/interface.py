@@ -17,7 +17,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Grouped", "Layered", "Logged", "Needs", "Reporting", "Stateful", "StrategyView", "view"]
+__all__ = [
+    "Grouped",
+    "Layered",
+    "Logged",
+    "Needs",
+    "Personal",
+    "Reporting",
+    "Stateful",
+    "StrategyView",
+    "view",
+]
 
 
 @runtime_checkable
@@ -56,6 +66,13 @@ class Layered(Protocol):
 
 
 @runtime_checkable
+class Personal(Protocol):
+    """Keeps a whole personal model in each region (Ditto): the variables it holds."""
+
+    def personal_variables(self) -> list[str]: ...
+
+
+@runtime_checkable
 class Grouped(Protocol):
     """Aggregates in groups of regions (hierarchical FL): told each region's group."""
 
@@ -75,6 +92,8 @@ class Needs:
     num_malicious: int | None = None
     #: Replies with partial work (stragglers) are dropped rather than aggregated.
     drop_stragglers: bool = False
+    #: Local compute per step relative to one model's (Ditto trains two: 2.0).
+    local_work: float = 1.0
 
 
 class StrategyView:
@@ -99,6 +118,7 @@ class StrategyView:
             },
             num_malicious=None if malicious is None else int(malicious),
             drop_stragglers=bool(getattr(strategy, "drop_stragglers", False)),
+            local_work=float(getattr(strategy, "local_work", 1.0)),
         )
 
     @property
@@ -124,8 +144,12 @@ class StrategyView:
             self.strategy.bind(list(names))
 
     def local_layers(self, server_round: int) -> list[str]:
-        """The variables regions keep to themselves in ``server_round`` (none if not layered)."""
-        return list(self.strategy.plan(max(1, server_round))[1]) if self.layered else []
+        """The variables regions keep to themselves in ``server_round``: a layered strategy's
+        local layers, or a personal-model strategy's whole model (none otherwise)."""
+        local = list(self.strategy.plan(max(1, server_round))[1]) if self.layered else []
+        if not local and isinstance(self.strategy, Personal):
+            local = list(self.strategy.personal_variables())
+        return local
 
     def summary(self) -> None:
         """Log the strategy's configuration, if it can."""

@@ -27,13 +27,17 @@ from flwr.serverapp.strategy import Strategy
 
 from .asynchronous import FedAsync, FedBuff
 from .byzantine import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from .ditto import Ditto
 from .dp import DPFedAvg
 from .errors import InvalidParameterError, StrategyError, UnknownStrategyError, nearest
 from .fedavg import FedAvg
+from .fednova import FedNova
 from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedprox import FedProx
 from .hierfavg import HierFAVG
 from .layerwise import FedBN, FedPer, Layerwise
+from .qffl import QFFL
+from .scaffold import Scaffold
 
 __all__ = [
     "accepted_params",
@@ -278,3 +282,7 @@ register("fedbn")(FedBN)
 register("fedbuff")(FedBuff)
 register("fedasync")(FedAsync)
 register("hierfavg")(HierFAVG)
+register("qffl")(QFFL)
+register("fednova")(FedNova)
+register("scaffold")(Scaffold)
+register("ditto")(Ditto)

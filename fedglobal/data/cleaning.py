@@ -27,7 +27,12 @@ import pandas as pd
 from fedglobal.config import ExperimentConfig
 from fedglobal.data import synthetic
 from fedglobal.data._util import canonical_label, canonical_labels, show, sort_labels, suggest
-from fedglobal.data.partition import dirichlet_partition, iid_partition, region_names
+from fedglobal.data.partition import (
+    dirichlet_partition,
+    iid_partition,
+    region_names,
+    shards_partition,
+)
 from fedglobal.errors import DataError
 
 if TYPE_CHECKING:
@@ -345,8 +350,8 @@ def assign_regions(
     local_region: str | None,
 ) -> dict[str, np.ndarray]:
     """``{region: row positions}`` of ``n`` cleaned rows: by ``regions`` (each row's code
-    into the sorted region names, -1 none), or iid, or Dirichlet over the target's
-    canonical ``labels()``."""
+    into the sorted region names, -1 none), or iid, or Dirichlet or shards over the
+    target's canonical ``labels()``."""
     data = cfg.data
     if local_region is not None:
         return {local_region: np.arange(n)}
@@ -357,6 +362,14 @@ def assign_regions(
     seed = cfg.experiment.seed
     if data.partition == "iid":
         assignment = iid_partition(n, data.num_regions, seed)
+    elif data.partition == "shards":
+        try:
+            assignment = shards_partition(labels(), data.num_regions, data.shards_per_region, seed)
+        except ValueError as exc:
+            raise DataError(
+                f"data.partition = 'shards': {exc}; lower data.num_regions or "
+                "data.shards_per_region"
+            ) from None
     else:
         assignment = dirichlet_partition(labels(), data.num_regions, data.alpha, seed)
     return _group_positions(np.asarray(assignment), names)

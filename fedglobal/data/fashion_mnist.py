@@ -19,7 +19,7 @@ Source strings (``data.source``):
 The table has one row per image: columns ``p0`` .. ``p783`` (pixel intensities
 0-255, row-major) and ``label`` (the class index 0-9, see :data:`CLASSES`).
 Set ``data.target = "label"`` and ``task = "classification"``; it has no region
-column, so partition it with ``partition = "iid"`` or ``"dirichlet"``. fedglobal
+column, so partition it with ``partition = "iid"``, ``"dirichlet"`` or ``"shards"``. fedglobal
 splits every region's rows into train and test itself (``test_fraction``).
 """
 

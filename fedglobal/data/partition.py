@@ -1,6 +1,7 @@
-"""Synthetic partitions of one pooled table into regions: IID and Dirichlet label skew.
+"""Synthetic partitions of one pooled table into regions: IID, Dirichlet label skew
+and label-sorted shards.
 
-Both are pure functions of (rows, seed): the same table and seed always give
+All are pure functions of (rows, seed): the same table and seed always give
 the same assignment, in every process. They return, for each row, the index
 of its region; :func:`region_names` gives the names ``region_000``, ... .
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 from fedglobal.data._util import stable_hash
 
-__all__ = ["dirichlet_partition", "iid_partition", "region_names"]
+__all__ = ["dirichlet_partition", "iid_partition", "region_names", "shards_partition"]
 
 
 def region_names(num_regions: int) -> list[str]:
@@ -53,4 +54,37 @@ def dirichlet_partition(
         cuts = (np.cumsum(proportions)[:-1] * len(rows)).astype(np.int64)
         for k, part in enumerate(np.split(rows, cuts)):
             assignment[part] = k
+    return assignment
+
+
+def shards_partition(
+    labels: Sequence[str] | np.ndarray, num_regions: int, shards_per_region: int, seed: int
+) -> np.ndarray:
+    """McMahan et al. 2017's pathological non-IID split ("Communication-Efficient
+    Learning of Deep Networks from Decentralized Data", section 3).
+
+    The rows are sorted by label (rows of one label in a seeded random order),
+    cut into ``num_regions * shards_per_region`` contiguous shards of equal size
+    (+-1 row), and each region is dealt ``shards_per_region`` shards drawn at
+    random (seeded). With 2 shards per region most regions see only two labels.
+    Every region gets rows.
+
+    Raises:
+        ValueError: fewer rows than shards (the message says how many of each).
+    """
+    labels = np.asarray(labels).astype(str)
+    shards = num_regions * shards_per_region
+    if len(labels) < shards:
+        raise ValueError(
+            f"{len(labels)} rows cannot be cut into num_regions x shards_per_region = "
+            f"{num_regions} x {shards_per_region} = {shards} shards of at least one row"
+        )
+    rng = np.random.default_rng([seed, stable_hash("partition/shards")])
+    within = rng.permutation(len(labels))  # a seeded order inside each label
+    order = within[np.argsort(labels[within], kind="stable")]
+    dealt = rng.permutation(shards)  # shard dealt[j] goes to region j // shards_per_region
+    assignment = np.empty(len(labels), dtype=np.int64)
+    parts = np.array_split(order, shards)
+    for j, shard in enumerate(dealt):
+        assignment[parts[shard]] = j // shards_per_region
     return assignment

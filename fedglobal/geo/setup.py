@@ -71,7 +71,9 @@ def server_clock(
     clock = SimClock(
         places,
         (server[0], server[1]),
-        flops_per_step=train_flops_per_step(model, cfg.client.batch_size),
+        # a strategy whose regions train more than one model per step (Ditto: 2) says so
+        flops_per_step=train_flops_per_step(model, cfg.client.batch_size)
+        * view(strategy).needs.local_work,
         policy=geo.policy,
         deadline_s=geo.deadline_s,
         overcommit=geo.overcommit if geo.policy == "overcommit" else 1.0,

@@ -191,7 +191,7 @@ def _no_personal_layers(result: Result) -> RunError:
     return RunError(
         f"{result.run_dir} holds no personalised layers: run with "
         "[output] personal_models = true and a strategy that keeps layers local "
-        "(layerwise with rule = 'local', fedper, fedbn)"
+        "(layerwise with rule = 'local', fedper, fedbn) or personal models (ditto)"
     )
 
 

@@ -1,11 +1,16 @@
-"""IID and Dirichlet (Hsu et al. 2019) partitions of one pooled table."""
+"""IID, Dirichlet (Hsu et al. 2019) and shards (McMahan et al. 2017) partitions of one
+pooled table."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from fedglobal.config import ConfigError
 from fedglobal.data import list_regions, load_region
+from fedglobal.data.partition import shards_partition
+from fedglobal.errors import DataError
 
 # Continent from country indicators: five classes, 684 to 2,907 rows each.
 CONTINENT = {
@@ -74,3 +79,49 @@ def test_small_alpha_skews_labels(make_cfg):
     skewed = max_share(_continent_rows(make_cfg, 0.1))
     balanced = max_share(_continent_rows(make_cfg, 100.0))
     assert skewed > 0.7 and balanced < 0.4
+
+
+def test_shards_golden_and_seeded():
+    """McMahan et al. 2017: sorted by label, cut into R x k shards, k dealt to each region."""
+    labels = np.repeat(["a", "b", "c", "d"], [7, 6, 6, 5])  # 24 rows, 4 labels
+    assignment = shards_partition(labels, num_regions=4, shards_per_region=2, seed=3)
+    assert np.bincount(assignment).tolist() == [6, 6, 6, 6]  # 8 shards of 3 rows
+    # the shards, by hand: the sorted labels cut into 8 runs of 3 rows
+    shards = ["aaa", "aaa", "abb", "bbb", "bcc", "ccc", "cdd", "ddd"]
+    regions = sorted("".join(sorted(labels[assignment == r])) for r in range(4))
+    pairs = {"".join(sorted(shards[i] + shards[j])) for i in range(8) for j in range(i + 1, 8)}
+    assert all(region in pairs for region in regions)
+    assert "".join(sorted("".join(regions))) == "".join(shards)
+    same = shards_partition(labels, 4, 2, seed=3)
+    other = shards_partition(labels, 4, 2, seed=4)
+    np.testing.assert_array_equal(assignment, same)
+    assert not np.array_equal(assignment, other)
+
+
+def test_shards_need_as_many_rows_as_shards():
+    with pytest.raises(ValueError, match="3 rows cannot be cut into .* 2 x 2 = 4 shards"):
+        shards_partition(np.array(["a", "b", "a"]), 2, 2, seed=0)
+
+
+def test_shards_partition_of_a_table(make_cfg):
+    cfg = make_cfg(
+        **CONTINENT,
+        partition="shards",
+        num_regions=10,
+        shards_per_region=1,
+        min_region_rows=1,
+    )
+    parts = _all_rows(cfg)
+    assert len(parts) == 10 and sum(len(p) for p in parts) == 10545
+    # one shard of 1,054-1,055 label-sorted rows: at most two continents per region
+    assert all(p["continent"].nunique() <= 2 for p in parts)
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+
+
+def test_shards_errors_in_one_line(make_cfg):
+    with pytest.raises(DataError, match=r"data.partition = 'shards': 10545 rows cannot be cut"):
+        list_regions(make_cfg(**CONTINENT, partition="shards", num_regions=6000))
+    with pytest.raises(ConfigError, match="'shards' skews labels: it needs task"):
+        make_cfg(**{**CONTINENT, "task": "regression"}, partition="shards")
+    with pytest.raises(ConfigError, match="shards_per_region"):
+        make_cfg(**CONTINENT, partition="shards", shards_per_region=0)

@@ -2,8 +2,10 @@
 
 A ``fedglobal simulate`` subprocess is SIGKILLed once its checkpoint of round
 k exists; resuming it must give the global weights of an uninterrupted run
-with the same seed, bit for bit, for fedavg, fedadam and layerwise with
-per-layer intervals (whose regions keep layers between rounds: client state).
+with the same seed, bit for bit, for fedavg, fedadam, layerwise with
+per-layer intervals (whose regions keep layers between rounds: client state)
+scaffold (control variates on the server and in each region's state) and
+ditto (each region's personal model, in its state, evaluated every round).
 Corrupt and missing checkpoints must be refused with a clear error.
 """
 
@@ -32,6 +34,10 @@ ROUNDS = 5
 STRATEGIES = {
     "fedavg": '[strategy]\nname = "fedavg"\n',
     "fedadam": '[strategy]\nname = "fedadam"\neta = 0.05\n',
+    # the server's control variate (state_dict) and each region's own (ClientApp state)
+    "scaffold": '[strategy]\nname = "scaffold"\n',
+    # each region's personal model (ClientApp state), which federated evaluation uses
+    "ditto": '[strategy]\nname = "ditto"\nlam = 0.1\n',
     # hidden layers aggregated every 2nd round, the output every 3rd: in between,
     # each region continues from its own copy (ClientApp state the checkpoint keeps)
     "layerwise": """[strategy]
@@ -178,7 +184,13 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
 
 @pytest.mark.parametrize(
     ("strategy", "every", "via"),
-    [("fedavg", 1, "cli"), ("fedadam", 1, "python"), ("layerwise", 2, "python")],
+    [
+        ("fedavg", 1, "cli"),
+        ("fedadam", 1, "python"),
+        ("layerwise", 2, "python"),
+        ("scaffold", 1, "python"),
+        ("ditto", 2, "python"),
+    ],
 )
 def test_killed_run_resumes_bit_for_bit(tmp_path, strategy, every, via):
     experiment = _experiment(tmp_path, strategy, every)

@@ -39,12 +39,14 @@ def test_public_api_pinned():
             "PROXIMAL_MU_KEY",
             "Bulyan",
             "DPFedAvg",
+            "Ditto",
             "FedAdagrad",
             "FedAdam",
             "FedAvg",
             "FedAvgM",
             "FedBN",
             "FedMedian",
+            "FedNova",
             "FedPer",
             "FedProx",
             "FedTrimmedAvg",
@@ -53,6 +55,8 @@ def test_public_api_pinned():
             "LayerRule",
             "Layerwise",
             "MultiKrum",
+            "QFFL",
+            "Scaffold",
             "aggregate",
             "available",
             "errors",
@@ -87,6 +91,10 @@ CATALOGUE = {
     "fedbuff": FedBuff,
     "fedasync": FedAsync,
     "hierfavg": HierFAVG,
+    "qffl": strategies.QFFL,
+    "fednova": strategies.FedNova,
+    "scaffold": strategies.Scaffold,
+    "ditto": strategies.Ditto,
 }
 
 
@@ -176,6 +184,10 @@ def test_uninterpretable_identifier():
         MultiKrum(num_malicious=1, num_selected=2, min_train_clients=6),
         Bulyan(num_malicious=0),
         Layerwise(layers=[{"match": "d*", "weight": "inverse-loss"}]),
+        strategies.QFFL(q=2.0, client_learning_rate=0.1),
+        strategies.FedNova(momentum=0.9),
+        strategies.Scaffold(server_learning_rate=0.5),
+        strategies.Ditto(lam=2.0),
     ],
 )
 def test_get_config_round_trip(strategy):
