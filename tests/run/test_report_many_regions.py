@@ -104,7 +104,7 @@ def test_report_region_table_is_compact_with_the_full_csv(n, tmp_path):
 
 @pytest.mark.slow
 def test_report_at_194_regions_renders_in_headless_chromium(tmp_path):
-    from tests.reporting.test_report_html import console_messages, run_chromium
+    from tests.run.test_report_html import console_messages, run_chromium
 
     config = load_config(QUICKSTART)
     result = Result(run_dir=tmp_path / "run194", config=config, history=history(194))
