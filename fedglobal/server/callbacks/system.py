@@ -97,8 +97,8 @@ class SystemMetrics(RoundCallback):
 
     @property
     def counts(self) -> CommCounts:
-        """The run's counts so far."""
-        return self.counting.counts if self.counting else CommCounts()
+        """The run's counts so far (without a counting Grid: those loaded from a checkpoint)."""
+        return self.counting.counts if self.counting else self.counts_before
 
     def after_round(
         self, server_round: int, weights: Mapping[str, np.ndarray], metrics: Mapping[str, float]
