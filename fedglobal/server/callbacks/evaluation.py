@@ -118,7 +118,7 @@ class ServerEvaluation(RoundCallback):
         model.set_weights([weights[v.path] for v in model.weights])
         values: dict[str, float] = {}
         for hook in self.hooks:
-            if type(hook).evaluate is not ServerHook.evaluate:
+            if evaluates([hook]):
                 out = hook.evaluate(server_round, model)
                 values.update({str(k): float(v) for k, v in (out or {}).items()})
         self.recorder.record_server(server_round, values)
