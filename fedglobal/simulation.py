@@ -15,8 +15,8 @@ from fedglobal.run import checkpoint
 from fedglobal.run.folder import new_run_dir
 from fedglobal.run.results import Result, load_run
 from fedglobal.runtime.preflight import check_enough_regions, check_strategy_fits_model
-from fedglobal.server.hooks import active as active_hooks
-from fedglobal.server.hooks import as_hooks
+from fedglobal.server.callbacks.hooks import active as active_hooks
+from fedglobal.server.callbacks.hooks import as_hooks
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def simulate(
         engine: overrides ``experiment.engine``.
         output_dir: where the run folder goes (default ``experiment.output_dir``).
         quiet: no per-round progress lines and no Flower INFO logs.
-        hooks: server-side hooks (:mod:`fedglobal.server.hooks`): ServerHook objects or
+        hooks: server-side hooks (:mod:`fedglobal.server.callbacks.hooks`): ServerHook objects or
             functions ``fn(round, metrics)``. Python objects, so ``inprocess`` only.
         resume: a run folder (or its ``resume.npz``) to continue: the rounds after
             its checkpoint run in that folder, and the result equals that of an

@@ -102,7 +102,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _tensorboard(args: argparse.Namespace) -> int:
-    from fedglobal.server.tensorboard import launch_command
+    from fedglobal.server.callbacks.tensorboard import launch_command
 
     logdir = Path(args.logdir)
     if not logdir.is_dir():

@@ -135,7 +135,7 @@ _pending: list[Path | None] = []
 def resuming(path: str | Path | None) -> Iterator[None]:
     """Within the block, a ServerApp in this process resumes from checkpoint ``path``.
 
-    Process-wide (like :func:`fedglobal.server.hooks.active`), so the ServerApp may run
+    Process-wide (like :func:`fedglobal.server.callbacks.hooks.active`), so the ServerApp may run
     in any thread of this process: the in-process engine.
     """
     with _lock:

@@ -57,7 +57,7 @@ from fedglobal.run import checkpoint
 from fedglobal.run.folder import write_run_folder
 from fedglobal.runtime.quiet import verbose as verbose_console
 from fedglobal.server import checkpointing as resume
-from fedglobal.server import hooks as server_hooks
+from fedglobal.server.callbacks import hooks as server_hooks
 from fedglobal.server.checkpointing import Checkpointer
 from fedglobal.server.comm import DecodingGrid
 from fedglobal.server.grid import ServerGrid

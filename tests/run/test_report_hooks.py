@@ -11,7 +11,7 @@ import pytest
 import fedglobal
 from fedglobal.errors import ConfigError
 from fedglobal.run.results import check_run
-from fedglobal.server.hooks import EarlyStopping, ServerHook, StopRun, as_hooks, current
+from fedglobal.server.callbacks import EarlyStopping, ServerHook, StopRun, as_hooks, current
 
 # -- EarlyStopping on its own ---------------------------------------------------------------
 

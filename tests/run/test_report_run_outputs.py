@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedglobal.run.results import check_run
-from fedglobal.server.tensorboard import read_scalars
+from fedglobal.server.callbacks.tensorboard import read_scalars
 
 pytestmark = pytest.mark.slow
 

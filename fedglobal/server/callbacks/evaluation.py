@@ -1,4 +1,8 @@
-"""Server-side evaluation on a held-out set (``[server] eval_source``).
+"""Server-side evaluation: the held-out set (``[server] eval_source``) and hooks' ``evaluate``.
+
+:class:`ServerEvaluation` is the round-end job: after round 0 and every round
+it puts the global weights into the model and records what every evaluating
+hook returns as split ``server`` (region ``all``) of the history.
 
 The server reads the held-out table itself (it never comes from a client),
 encodes it with the federated schema, and evaluates the global model after
@@ -11,7 +15,7 @@ the server's machine.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,9 +25,11 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.data import RegionTable, Schema, encode
 from fedglobal.data.sources import read_source
 from fedglobal.errors import DataError
-from fedglobal.server.hooks import ServerHook
+from fedglobal.server.callbacks.base import RoundCallback, RoundOutcome, TrainRun
+from fedglobal.server.callbacks.hooks import ServerHook
+from fedglobal.server.history import HistoryRecorder
 
-__all__ = ["HeldOutEvaluation", "load_held_out"]
+__all__ = ["HeldOutEvaluation", "ServerEvaluation", "evaluates", "load_held_out"]
 
 _CHUNK = 8192
 
@@ -67,3 +73,53 @@ class HeldOutEvaluation(ServerHook):
 
     def __repr__(self) -> str:
         return f"HeldOutEvaluation({self.source!r}, rows={len(self.x)})"
+
+
+def evaluates(hooks: Sequence[ServerHook]) -> bool:
+    """Whether any of ``hooks`` evaluates on the server (overrides ``evaluate``)."""
+    return any(type(h).evaluate is not ServerHook.evaluate for h in hooks)
+
+
+class ServerEvaluation(RoundCallback):
+    """Records the evaluating hooks' metrics each round (split ``server``).
+
+    Args:
+        cfg: the experiment (``[server] eval_source``: the held-out table).
+        recorder: the run's history.
+        hooks: the run's hooks, shared with
+            :class:`~fedglobal.server.callbacks.hooks.RunHooks`; with an
+            ``eval_source``, a :class:`HeldOutEvaluation` goes first when the
+            rounds begin (it needs the federated schema).
+
+    Returns the metrics as ``server/<metric>``.
+    """
+
+    def __init__(
+        self, cfg: ExperimentConfig, recorder: HistoryRecorder, hooks: list[ServerHook]
+    ) -> None:
+        self.cfg = cfg
+        self.recorder = recorder
+        self.hooks = hooks
+        self.model: Any = None
+
+    def on_train_begin(self, run: TrainRun) -> None:
+        if self.cfg.server.eval_source:
+            self.hooks.insert(
+                0, HeldOutEvaluation(self.cfg, run.schema, self.cfg.server.eval_source)
+            )
+        self.model = run.model
+
+    def after_round(
+        self, server_round: int, weights: Mapping[str, np.ndarray], metrics: Mapping[str, float]
+    ) -> RoundOutcome | None:
+        if not evaluates(self.hooks):
+            return None
+        model = self.model
+        model.set_weights([weights[v.path] for v in model.weights])
+        values: dict[str, float] = {}
+        for hook in self.hooks:
+            if evaluates([hook]):
+                out = hook.evaluate(server_round, model)
+                values.update({str(k): float(v) for k, v in (out or {}).items()})
+        self.recorder.record_server(server_round, values)
+        return RoundOutcome({f"server/{k}": v for k, v in values.items()})

@@ -1,5 +1,6 @@
 """TensorBoard event files of a run, written by the server with ``tf.summary`` each round.
 
+:class:`TensorBoardLogging` is the round-end job (``[output] tensorboard``).
 Written to ``<run>/tensorboard/``. Tags (the step is the round):
 
 - ``<split>/<metric>``: pooled metrics, e.g. ``test/r2``, ``train/loss``,
@@ -8,8 +9,13 @@ Written to ``<run>/tensorboard/``. Tags (the step is the round):
 - ``weight_norm/<variable>`` and ``update_norm/<variable>``: the L2 norm of
   each global variable after the round, and of its change during the round;
 - ``comm/bytes_sent``, ``comm/bytes_received``, ``comm/array_bytes_sent``,
-  ``comm/array_bytes_received``: bytes of the round's messages;
-- ``time/round_seconds``.
+  ``comm/array_bytes_received``, ``comm/messages_sent``, ``comm/messages_received``:
+  bytes and messages of the round;
+- ``time/round_seconds`` and, with ``[geo]``, ``time/sim_hours``: the round's
+  wall time and its simulated end.
+
+The norms, bytes and times are the metrics the callbacks before it returned
+(:mod:`fedglobal.server.callbacks.norms`, :mod:`fedglobal.server.callbacks.system`).
 
 ``fedglobal tensorboard runs/`` (or ``tensorboard --logdir runs/``) shows every
 run under ``runs/``.
@@ -22,7 +28,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TensorBoardWriter", "launch_command", "read_scalars", "tag"]
+import numpy as np
+
+from fedglobal.server.callbacks.base import RoundCallback, RoundOutcome, TrainRun
+from fedglobal.server.history import HistoryRecorder
+
+__all__ = ["TensorBoardLogging", "TensorBoardWriter", "launch_command", "read_scalars", "tag"]
 
 _UNSAFE = re.compile(r"[^\w./ ()=+-]")
 SUBDIR = "tensorboard"
@@ -73,6 +84,44 @@ class TensorBoardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None  # type: ignore[assignment]
+
+
+#: Metrics that are history rows too (written from the history, with each region's).
+HISTORY_PREFIXES = ("train/", "test/", "server/")
+
+
+class TensorBoardLogging(RoundCallback):
+    """Writes each round's history rows and the metrics returned before it.
+
+    Args:
+        run_dir: the run folder (events go to ``<run>/tensorboard/``).
+        recorder: the run's history.
+    """
+
+    def __init__(self, run_dir: Path, recorder: HistoryRecorder) -> None:
+        self.run_dir = Path(run_dir)
+        self.recorder = recorder
+        self.writer: TensorBoardWriter | None = None
+
+    def on_train_begin(self, run: TrainRun) -> None:
+        self.writer = TensorBoardWriter(self.run_dir)
+
+    def after_round(
+        self, server_round: int, weights: Mapping[str, np.ndarray], metrics: Mapping[str, float]
+    ) -> RoundOutcome | None:
+        if self.writer is not None:
+            self.writer.write_round(
+                server_round,
+                rows=self.recorder.round_rows(server_round),
+                scalars={
+                    tag(k): v for k, v in metrics.items() if not k.startswith(HISTORY_PREFIXES)
+                },
+            )
+        return None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def launch_command(logdir: Path, *, host: str = "127.0.0.1", port: int = 6006) -> list[str]:
