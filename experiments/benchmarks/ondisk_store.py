@@ -4,7 +4,7 @@
     .venv/bin/python experiments/benchmarks/ondisk_store.py               # ~10 min on 2 cores
     .venv/bin/python experiments/benchmarks/ondisk_store.py --regions 1000 --repeats 1
 
-The data and the run are the README's scale table's (``speed.py``'s ``_scale_data`` and
+The data and the run are the README's scale table's (``speed.py``'s ``scale_data`` and
 ``_scale_run``): regions of 200 rows, 20 float32 features, an integer class, one Parquet
 file written by pandas, an MLP 32 trained with cohort training, 10% of the regions
 trained and evaluated per round, 3 rounds, ``data.storage = "disk"``.
@@ -60,6 +60,10 @@ STORES = ("columns", "parquet")
 REGION = "region"  # the partition key of the Parquet store
 CHUNK_ROWS = 65_536  # rows (whole regions) written at a time
 
+#: The ``pyarrow.fs`` filesystem the store is read through (None: the local one); the
+#: test sets a counting one to check that a region opens only its own partition.
+FILESYSTEM: Any = None
+
 
 # -- the Parquet store -------------------------------------------------------------
 
@@ -73,7 +77,12 @@ class _Rows:
 
 class _Column:
     def __init__(self, field: str, rows: int, pandas_dtype: Any, vocab: Any) -> None:
-        self.field, self.file, self.pandas_dtype, self.vocab = field, _Rows(rows), pandas_dtype, vocab
+        self.field, self.file, self.pandas_dtype, self.vocab = (
+            field,
+            _Rows(rows),
+            pandas_dtype,
+            vocab,
+        )
 
 
 class _Partitioned:
@@ -117,7 +126,12 @@ class _Partitioned:
         with self._lock:
             if self._dataset is None:
                 partitioning = ds.partitioning(pa.schema([(REGION, pa.string())]), flavor="hive")
-                self._dataset = ds.dataset(self.folder, format="parquet", partitioning=partitioning)
+                self._dataset = ds.dataset(
+                    str(self.folder),
+                    format="parquet",
+                    partitioning=partitioning,
+                    filesystem=FILESYSTEM,
+                )
                 self._fragments = {
                     ds.get_partition_keys(f.partition_expression)[REGION]: f
                     for f in self._dataset.get_fragments()
@@ -133,7 +147,9 @@ class _Partitioned:
         assert self._fragments is not None
         first = int(np.searchsorted(self.bounds, start, "right")) - 1
         last = int(np.searchsorted(self.bounds, stop, "left"))
-        tables = [self._fragments[self.names[k]].to_table(columns=fields) for k in range(first, last)]
+        tables = [
+            self._fragments[self.names[k]].to_table(columns=fields) for k in range(first, last)
+        ]
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         offset = start - int(self.bounds[first])
         return table.slice(offset, stop - start)
@@ -221,10 +237,13 @@ class ParquetStore:
         names, bounds = list(groups), np.asarray(groups.bounds)
         out = cls(Path(tempfile.mkdtemp(prefix="fedglobal-parquet-")), names, bounds)
         for j, (name, column) in enumerate(store.columns.items()):
-            out.columns[name] = _Column(f"c{j}", column.file.rows, column.pandas_dtype, column.vocab)
+            out.columns[name] = _Column(
+                f"c{j}", column.file.rows, column.pandas_dtype, column.vocab
+            )
         part = out.main = out.partitioned("rows")
         fields = [
-            (out.columns[n].field, pa.from_numpy_dtype(c.file.dtype)) for n, c in store.columns.items()
+            (out.columns[n].field, pa.from_numpy_dtype(c.file.dtype))
+            for n, c in store.columns.items()
         ]
         schema = pa.schema([*fields, (REGION, pa.string())])
 
@@ -363,9 +382,14 @@ def child(store: str, config: str, output_dir: str) -> None:
 # -- the comparison ------------------------------------------------------------------
 
 
-def _config(folder: Path, data: Path, regions: int, fraction: float, rounds: int) -> Path:
-    sys.path.insert(0, str(HERE))
-    import speed
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def scale_config(folder: Path, data: Path, regions: int, fraction: float, rounds: int) -> Path:
+    """speed.py's ``_scale_run`` experiment on ``data``, written to a TOML file."""
+    import tomli_w
 
     raw = {
         "experiment": {"name": f"store{regions}", "seed": 0, "rounds": rounds},
@@ -388,7 +412,9 @@ def _config(folder: Path, data: Path, regions: int, fraction: float, rounds: int
         },
         "output": {"tensorboard": False, "plots": False},
     }
-    return speed._toml(raw, folder, f"store{regions}")
+    path = folder / f"store{regions}.toml"
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return path
 
 
 def _run_child(store: str, config: Path, folder: Path) -> dict:
@@ -423,12 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     import speed
 
-    print(f"data.storage = disk: column files vs partitioned Parquet | {speed._load()}")
+    print(f"data.storage = disk: column files vs partitioned Parquet | {_load()}")
     runs: dict[str, list[dict]] = {s: [] for s in STORES}
     with tempfile.TemporaryDirectory(prefix="fedglobal-store-") as tmp:
         folder = Path(tmp)
-        data = speed._scale_data(folder, args.regions)
-        config = _config(folder, data, args.regions, args.fraction, args.rounds)
+        data = speed.scale_data(folder, args.regions)
+        config = scale_config(folder, data, args.regions, args.fraction, args.rounds)
         for repeat in range(args.repeats):
             order = STORES if repeat % 2 == 0 else STORES[::-1]
             for store in order:
@@ -437,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  run {repeat + 1} {store}: {json.dumps(r)}", flush=True)
     print(
         f"\n{args.regions} regions of 200 rows, {round(args.regions * args.fraction)} trained "
-        f"and evaluated per round; median (range) of {args.repeats} runs | {speed._load()}"
+        f"and evaluated per round; median (range) of {args.repeats} runs | {_load()}"
     )
     rows = [
         ("peak RSS, MB", lambda r: r["max_rss_mb"]),
@@ -453,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for what, get in rows:
         cells = [_summary([get(r) for r in runs[s]]) for s in STORES]
-        print(f"  {what:<38} " + " | ".join(f"{s}: {c}" for s, c in zip(STORES, cells)))
+        print(
+            f"  {what:<38} " + " | ".join(f"{s}: {c}" for s, c in zip(STORES, cells, strict=True))
+        )
     filtered = [r["region_filter_read_ms"] for r in runs["parquet"]]
     print(f"  {'one region by partition filter, ms':<38} parquet: {_summary(filtered)}")
     last = {s: statistics.median(r["per_round_s"][-1] for r in runs[s]) for s in STORES}
