@@ -675,7 +675,9 @@ def section_workers(folder: Path, results: dict) -> None:
     )
 
 
-def _scale_data(folder: Path, regions: int, rows: int = 200, features: int = 20) -> Path:
+def scale_data(folder: Path, regions: int, rows: int = 200, features: int = 20) -> Path:
+    """The scale table's Parquet file (also ondisk_store.py's): ``regions`` regions of
+    ``rows`` rows, ``features`` float32 features, an integer class of 10."""
     import numpy as np
     import pandas as pd
 
@@ -693,7 +695,7 @@ def _scale_data(folder: Path, regions: int, rows: int = 200, features: int = 20)
 
 
 def _scale_run(folder: Path, regions: int, fraction: float, storage: str = "disk") -> dict:
-    path = _scale_data(folder, regions)
+    path = scale_data(folder, regions)
     name = f"scale{regions}-{round(fraction * 100)}pct-{storage}"
     raw = {
         "experiment": {"name": name, "seed": 0, "rounds": 3},
