@@ -4,7 +4,8 @@ With ``[output] personal_models = true``, :class:`PersonalLayers` asks every
 region (message type :data:`fedglobal.protocol.LOCAL_LAYERS_QUERY`) for the
 layers the strategy keeps local
 (:meth:`strategies.interface.StrategyView.local_layers`: a layered strategy's local
-layers, Ditto's whole personal model) once the rounds are over, also after a stopped run. Each region's copy goes to
+layers, Ditto's whole personal model) once the rounds are over, also after a stopped
+run. Each region's copy goes to
 ``<run>/personal/region-NNNN.npz``, named in ``personal/index.json``.
 summary.json's ``personal_models`` says which layers, which regions, and which
 failed (null when not asked for).
