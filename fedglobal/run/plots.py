@@ -203,9 +203,19 @@ def final_by_region_figure(
         ]
         if not pooled.empty:
             ax.axvline(float(pooled.iloc[-1].value), color="black", linestyle="--", linewidth=1)
+        spread = finite.dropna().to_numpy(dtype=float)
+        if spread.size:  # summary.json's fairness: the median region and the 10th percentile
+            ax.axvline(float(np.median(spread)), color="#c0392b", linestyle="-.", linewidth=1)
+            ax.axvline(
+                float(np.percentile(spread, 10)), color="#c0392b", linestyle=":", linewidth=1
+            )
     ax.set_xlabel(f"final {split} {_label(metric)}")
     last = int(final["round"].max()) if not final.empty else 0
-    ax.set_title(title or f"{split} {_label(metric)} by region after round {last} (--- pooled)")
+    ax.set_title(
+        title
+        or f"{split} {_label(metric)} by region after round {last}\n"
+        "(--- pooled, -·- median region, ··· 10th percentile)"
+    )
     ax.tick_params(axis="y", labelsize=8)
     return fig
 
@@ -222,6 +232,13 @@ def final_distribution_figure(
         bins = int(np.clip(np.sqrt(len(finite)), 10, 60))
         ax.hist(finite.to_numpy(), bins=bins, color="#4a6f96", alpha=0.85)
         ax.axvline(float(finite.median()), color="#c0392b", linewidth=1.2, label="median region")
+        ax.axvline(
+            float(np.percentile(finite.to_numpy(dtype=float), 10)),
+            color="#c0392b",
+            linestyle=":",
+            linewidth=1.2,
+            label="10th percentile",
+        )
         pooled = history[
             (history.metric == metric) & (history.split == split) & (history.region == ALL)
         ]

@@ -108,10 +108,20 @@ def _final_table(results: Sequence[Result]) -> pd.DataFrame:
             split, _, region = key.partition("/")
             if region == "all":
                 row.update({f"{split} {metric}": value for metric, value in values.items()})
+        fair = r.summary.get("fairness") or {}
+        if fair:  # the worst-served regions (summary.json's fairness)
+            worst = fair.get("worst_region") or {}
+            row[f"worst region ({fair['metric']})"] = (
+                f"{worst.get('name')}: {worst.get('value'):.4g}"
+            )
+            row[f"p10 region {fair['metric']}"] = fair.get("p10")
+            row[f"median region {fair['metric']}"] = fair.get("median")
+            row[f"spread of {fair['metric']}"] = fair.get("spread")
         rows[_label(r)] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     order = sorted(
-        frame.columns, key=lambda c: ({"test": 0, "server": 1, "train": 2}.get(c.split()[0], 3), c)
+        frame.columns,
+        key=lambda c: ({"test": 0, "server": 1, "train": 2}.get(c.split()[0], 3), c),
     )
     frame = frame[order]
     frame.index.name = "run"

@@ -93,6 +93,17 @@ def test_report_is_self_contained(report: Path, tiny_runs):
         assert result.run_dir.name in text
 
 
+def test_report_shows_the_worst_served_regions(report: Path, tiny_runs):
+    """summary.json's fairness (worst region, p10, median, spread) is in the report."""
+    text = report.read_text(encoding="utf-8")
+    for result in (tiny_runs.fedavg, tiny_runs.fedper):
+        fair = result.summary["fairness"]
+        metric = fair["metric"]
+        for column in (f"worst region ({metric})", f"p10 region {metric}", f"spread of {metric}"):
+            assert column in text
+        assert f"{fair['worst_region']['name']}: {fair['worst_region']['value']:.4g}" in text
+
+
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
     from PIL import Image
 
