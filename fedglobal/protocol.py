@@ -34,6 +34,13 @@ META_KEY = "meta"
 REGION_KEY = "region"
 #: In train/evaluate configs (``LOCAL_LAYERS_KEY``, from strategies.layerwise): the
 #: variable paths each region keeps for itself (FedPer, FedBN, Layerwise rules).
+#:
+#: Keys that one strategy family adds are defined next to its maths, where both the
+#: server and the client read them: ``strategies.client_metrics`` (``report-metrics``:
+#: the extra metrics a strategy asks for; ``start-loss``, ``local-steps``,
+#: ``learning-rate``), ``strategies.scaffold`` (``scaffold-control``,
+#: ``scaffold-delta``), ``strategies.ditto`` (``ditto-lambda``, ``ditto-personal``),
+#: ``strategies.compression`` (``compression``).
 
 __all__ = [
     "BOOKKEEPING_KEYS",
