@@ -40,7 +40,7 @@ from flwr.common.constant import ErrorCode
 
 from fedglobal.config import ExperimentConfig
 from fedglobal.data.regions import region_sizes
-from fedglobal.engines import CLIENT_APP, COHORT
+from fedglobal.engines import CLIENT_APP, COHORT, SERVER_APP, load_component
 from fedglobal.engines.inprocess import InProcessGrid, run_id_for, run_server_app
 from fedglobal.engines.pool import MIRRORED_ENV, balanced_shares, from_bytes, to_bytes
 from fedglobal.engines.ray import driver_env, ray_address
@@ -106,6 +106,7 @@ class RayPool:
         cpus: int = 1,
         gpus: float = 0.0,
         start_timeout: float = 300.0,
+        wait: bool = True,
     ) -> None:
         import ray
 
@@ -120,15 +121,33 @@ class RayPool:
         self._cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(ClusterWorker)
         self._actors = [self._start() for _ in range(workers)]
         self._closed = False
-        try:
-            self.pids = ray.get([a.ready.remote() for a in self._actors], timeout=start_timeout)
-        except Exception as exc:
-            self.close()
-            raise EngineError(
-                f"the cluster engine's {workers} Ray actor(s) ({cpus} CPU each) did not start "
-                f"within {start_timeout:g}s: {exc}; check the cluster's free CPUs "
-                "(`ray status`) or lower experiment.workers / engine.client_cpus"
-            ) from None
+        self._cpus, self._start_timeout = cpus, start_timeout
+        self._ready = [a.ready.remote() for a in self._actors]
+        self.pids: list[int] | None = None
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> list[int]:
+        """Wait until every actor has loaded the ClientApp (raises EngineError if one
+        does not within ``start_timeout``); returns their process ids.
+
+        With ``wait = False`` the actors start while this process does something else
+        (the cluster engine imports the ServerApp meanwhile), then this is called.
+        """
+        import ray
+
+        if self.pids is None:
+            try:
+                self.pids = ray.get(self._ready, timeout=self._start_timeout)
+            except Exception as exc:
+                self.close()
+                raise EngineError(
+                    f"the cluster engine's {self.workers} Ray actor(s) ({self._cpus} CPU each) "
+                    f"did not start within {self._start_timeout:g}s: {exc}; check the "
+                    "cluster's free CPUs (`ray status`) or lower experiment.workers / "
+                    "engine.client_cpus"
+                ) from None
+        return self.pids
 
     def _start(self) -> Any:
         return self._cls.options(scheduling_strategy="SPREAD").remote(*self._args)
@@ -292,7 +311,12 @@ def run_cluster(
             cpus=cfg.engine.client_cpus,
             gpus=cfg.engine.client_gpus,
             start_timeout=cfg.engine.connect_timeout,
+            wait=False,
         ) as pool:
+            # The actors import TensorFlow and the ClientApp while this process imports
+            # the ServerApp (TensorFlow too): the two start-ups overlap.
+            load_component(SERVER_APP)
+            pool.wait_ready()
             pool.costs = {r: float(n) for r, n in region_sizes(cfg).items()}  # work ~ rows
             grid = ClusterGrid(
                 None,
