@@ -10,58 +10,18 @@ from itertools import count
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 import strategies
 from strategies import FedAvg
 from strategies.asynchronous import ASYNC_RECORD, DISPATCHED_ROUND, FedAsync, FedBuff
 from strategies.errors import AggregationError, InvalidParameterError
 from strategies.staleness import buffered_step, fedasync_weight, fedbuff_weight, mix
+from tests.strategies.helpers import NodesOnlyGrid, f32, numpy
+from tests.strategies.helpers import to_record as record
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 _ids = count(1)
-
-
-class NodesOnlyGrid(Grid):
-    """Only get_node_ids: the idle regions the driver would list."""
-
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
-
-    def set_run(self, run):
-        raise NotImplementedError
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def push_messages(self, messages):
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        raise NotImplementedError
-
-
-def f32(*values):
-    return np.array(values, dtype=np.float32)
-
-
-def record(arrays):
-    return ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
-
-
-def numpy(rec):
-    return {k: a.numpy() for k, a in rec.items()}
 
 
 def configure(strategy, server_round, arrays, idle):

@@ -5,8 +5,7 @@ from itertools import count
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flower
 
 import strategies
@@ -32,52 +31,12 @@ from strategies.errors import (
     StrategyError,
 )
 from strategies.sampling import select_stragglers
+from tests.strategies.helpers import NodesOnlyGrid, f32, numpy, to_record
 
 _ids = count(1)
 
 
 pytestmark = pytest.mark.usefixtures("task_identity")
-
-
-class NodesOnlyGrid(Grid):
-    """Implements only Grid.get_node_ids: sampling is all the strategies ask of it."""
-
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
-
-    def set_run(self, run):
-        raise NotImplementedError
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def push_messages(self, messages):
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        raise NotImplementedError
-
-
-def f32(*values):
-    return np.array(values, dtype=np.float32)
-
-
-def to_record(arrays):
-    return ArrayRecord({name: Array(np.asarray(v)) for name, v in arrays.items()})
-
-
-def numpy(record):
-    return {name: array.numpy() for name, array in record.items()}
 
 
 def configure(strategy, server_round, arrays, nodes, config=None):

@@ -14,49 +14,16 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.serverapp import Grid
 
 from strategies import FedAvg, FedBN, FedPer, Layerwise
 from strategies.errors import InvalidParameterError, LayerRuleError, NotEnoughClientsError
 from strategies.sampling import sample_clients
+from tests.strategies.helpers import NodesOnlyGrid, f32
 
 _ids = count(1)
 
 
 pytestmark = pytest.mark.usefixtures("task_identity")
-
-
-class NodesOnlyGrid(Grid):
-    """Implements only Grid.get_node_ids: sampling is all the strategy asks of it."""
-
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
-
-    def set_run(self, run):
-        raise NotImplementedError
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def push_messages(self, messages):
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        raise NotImplementedError
-
-
-def f32(*values):
-    return np.array(values, dtype=np.float32)
 
 
 def record(**arrays):

@@ -7,8 +7,7 @@ from itertools import count
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 import strategies
 from fedglobal.errors import ConfigError
@@ -16,53 +15,11 @@ from fedglobal.geo.hierarchy import region_groups
 from strategies import FedAvg
 from strategies.errors import InvalidParameterError
 from strategies.hierfavg import HierFAVG
+from tests.strategies.helpers import RegionGrid, f32, numpy
+from tests.strategies.helpers import to_record as record
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 _ids = count(1)
-
-
-class RegionGrid(Grid):
-    """Node i is region ``r<i>``: what the strategy asks of fedglobal's grid."""
-
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
-
-    def region_of(self, node):
-        return f"r{node}"
-
-    def set_run(self, run):
-        raise NotImplementedError
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def push_messages(self, messages):
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        raise NotImplementedError
-
-
-def f32(*values):
-    return np.array(values, dtype=np.float32)
-
-
-def record(arrays):
-    return ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
-
-
-def numpy(rec):
-    return {k: a.numpy() for k, a in rec.items()}
 
 
 def configure(strategy, server_round, arrays, nodes):
