@@ -121,6 +121,18 @@ def test_no_private_import_across_modules():
     assert not private, f"private names imported across modules (make them public):\n{private}"
 
 
+#: Issue 16: the core lives in packages; at most this many modules stay at the top.
+MAX_TOP_LEVEL = 8
+
+
+def test_few_modules_at_fedglobals_top_level():
+    top = sorted(p.stem for p in (ROOT / "fedglobal").glob("*.py") if p.stem != "__init__")
+    assert len(top) <= MAX_TOP_LEVEL, (
+        f"{len(top)} modules at fedglobal/'s top level ({', '.join(top)}): at most "
+        f"{MAX_TOP_LEVEL}; put new ones in their package (docs/design-notes.md)"
+    )
+
+
 def test_the_checker_sees_a_cycle_and_a_private_import(tmp_path):
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(edges) == [["a", "b", "c"]]
