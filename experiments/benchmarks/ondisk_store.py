@@ -388,30 +388,11 @@ def _load() -> str:
 
 
 def scale_config(folder: Path, data: Path, regions: int, fraction: float, rounds: int) -> Path:
-    """speed.py's ``_scale_run`` experiment on ``data``, written to a TOML file."""
+    """speed.py's scale experiment (:func:`speed.scale_experiment`) on ``data``, as TOML."""
+    import speed
     import tomli_w
 
-    raw = {
-        "experiment": {"name": f"store{regions}", "seed": 0, "rounds": rounds},
-        "data": {
-            "source": f"parquet:{data}",
-            "region": "region",
-            "target": "y",
-            "task": "classification",
-            "test_fraction": 0.2,
-            "storage": "disk",
-        },
-        "model": {"name": "mlp", "hidden": [32]},
-        "client": {"batch_size": 20, "epochs": 1, "optimizer": "sgd", "cohort": True},
-        "strategy": {
-            "fraction_train": fraction,
-            "fraction_evaluate": fraction,
-            "min_train_clients": 2,
-            "min_evaluate_clients": 2,
-            "min_available_clients": 2,
-        },
-        "output": {"tensorboard": False, "plots": False},
-    }
+    raw = speed.scale_experiment(f"store{regions}", data, fraction, rounds=rounds)
     path = folder / f"store{regions}.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
     return path
