@@ -13,9 +13,15 @@ the actor holding it), the same messages serialized as Flower's protobuf.
 - ``[engine] ray_address`` (else ``$RAY_ADDRESS``): attach to that running
   cluster, as a driver, and leave it running. Without one, a private local Ray
   is started by ``ray.init`` and stopped by ``ray.shutdown`` (its own handle).
-- Actors: ``experiment.workers`` of them, else one per ``[engine] client_cpus``
-  CPUs of the cluster; each reserves ``client_cpus`` CPUs (and ``client_gpus``)
-  and runs TensorFlow with that many threads.
+- Workers: ``experiment.workers`` of them, else one per ``[engine] client_cpus``
+  CPUs of the cluster; each actor reserves ``client_cpus`` CPUs (and
+  ``client_gpus``) and runs TensorFlow with that many threads. On a local Ray
+  this process is worker 0, as on the ``inprocess`` engine's pool, and
+  ``workers - 1`` actors are started: one machine's CPUs then import
+  TensorFlow one time fewer (docs/engines.md has the figures).
+- The actors find fedglobal on this process's ``sys.path``, sent with the job
+  (Ray's job config), so no runtime environment has to be built for them.
+- The actors start (each imports TensorFlow) while this process imports its own.
 - An actor that dies, or does not reply within ``experiment.round_timeout``, is
   killed (``ray.kill``) and replaced; its regions get error replies naming it,
   as a worker process's do.
@@ -42,7 +48,14 @@ from fedglobal.config import ExperimentConfig
 from fedglobal.data.regions import region_sizes
 from fedglobal.engines import CLIENT_APP, COHORT, SERVER_APP, load_component
 from fedglobal.engines.inprocess import InProcessGrid, run_id_for, run_server_app
-from fedglobal.engines.pool import MIRRORED_ENV, balanced_shares, from_bytes, to_bytes
+from fedglobal.engines.pool import (
+    MIRRORED_ENV,
+    LocalNodes,
+    balanced_shares,
+    from_bytes,
+    set_threads,
+    to_bytes,
+)
 from fedglobal.engines.ray import driver_env, ray_address
 from fedglobal.errors import EngineError
 
@@ -93,7 +106,9 @@ class RayPool:
 
     The interface of :class:`~fedglobal.engines.pool.WorkerPool` that
     :class:`~fedglobal.engines.inprocess.InProcessGrid` uses (``deliver``,
-    ``shares``, ``costs``); Ray must be initialised (:func:`ray_session`).
+    ``shares``, ``costs``); Ray must be initialised (:func:`ray_session`). With
+    ``in_process``, worker 0 is this process (the :class:`LocalNodes` given to
+    :meth:`serve_locally`) and ``workers - 1`` actors are started.
     """
 
     def __init__(
@@ -107,19 +122,26 @@ class RayPool:
         gpus: float = 0.0,
         start_timeout: float = 300.0,
         wait: bool = True,
+        in_process: bool = False,
     ) -> None:
         import ray
 
-        if workers < 1:
-            raise ValueError(f"a Ray pool needs at least one worker, got {workers}")
+        actors = workers - 1 if in_process else workers
+        if actors < 1:
+            raise ValueError(
+                f"a Ray pool needs at least one actor, got {workers} worker(s)"
+                + (" with this process as one" if in_process else "")
+            )
         self.workers = workers
+        self._offset = 1 if in_process else 0
+        self._local: LocalNodes | None = None
         self.costs: dict[str, float] = {}
         #: Actors replaced after they died or hung: dicts with worker, reason.
         self.replaced: list[dict[str, Any]] = []
         self._home: dict[int, int] = {}
         self._args = (client_ref, cohort_ref, run_id, max(1, int(cpus)))
         self._cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(ClusterWorker)
-        self._actors = [self._start() for _ in range(workers)]
+        self._actors = [self._start() for _ in range(actors)]
         self._closed = False
         self._cpus, self._start_timeout = cpus, start_timeout
         self._ready = [a.ready.remote() for a in self._actors]
@@ -142,15 +164,21 @@ class RayPool:
             except Exception as exc:
                 self.close()
                 raise EngineError(
-                    f"the cluster engine's {self.workers} Ray actor(s) ({self._cpus} CPU each) "
-                    f"did not start within {self._start_timeout:g}s: {exc}; check the "
-                    "cluster's free CPUs (`ray status`) or lower experiment.workers / "
-                    "engine.client_cpus"
+                    f"the cluster engine's {len(self._actors)} Ray actor(s) "
+                    f"({self._cpus} CPU each) did not start within {self._start_timeout:g}s: "
+                    f"{exc}; check the cluster's free CPUs (`ray status`) or lower "
+                    "experiment.workers / engine.client_cpus"
                 ) from None
         return self.pids
 
     def _start(self) -> Any:
         return self._cls.options(scheduling_strategy="SPREAD").remote(*self._args)
+
+    def serve_locally(self, nodes: LocalNodes) -> None:
+        """This process's nodes, which serve worker 0's regions (``in_process``)."""
+        if not self._offset:
+            raise EngineError("this Ray pool was not created with in_process=True")
+        self._local = nodes
 
     def __enter__(self) -> RayPool:
         return self
@@ -162,50 +190,64 @@ class RayPool:
         """``{worker: positions in items}`` (:func:`~fedglobal.engines.pool.balanced_shares`)."""
         return balanced_shares(items, self.workers, self._home, self.costs)
 
-    def _replace(self, worker: int, reason: str) -> None:
+    def _replace(self, actor: int, reason: str) -> None:
         import ray
 
         with contextlib.suppress(Exception):
-            ray.kill(self._actors[worker], no_restart=True)
-        self._actors[worker] = self._start()
-        self._home = {node: w for node, w in self._home.items() if w != worker}  # state gone
-        self.replaced.append({"worker": worker, "reason": reason})
-        log.warning("Ray actor %d %s; replaced", worker, reason)
+            ray.kill(self._actors[actor], no_restart=True)
+        self._actors[actor] = self._start()
+        slot = actor + self._offset
+        self._home = {node: w for node, w in self._home.items() if w != slot}  # state gone
+        self.replaced.append({"worker": actor, "reason": reason})
+        log.warning("Ray actor %d %s; replaced", actor, reason)
 
     def deliver(
         self, items: Sequence[tuple[int, str, Message]], *, timeout: float | None = None
     ) -> list[Message]:
         """Replies to ``(region index, region, message)`` items, in their order; every
-        actor's share runs at once. An actor that fails or exceeds ``timeout`` is
-        replaced and its messages get error replies naming the region."""
+        actor's share runs at once, and meanwhile this process's (``in_process``), which
+        cannot be interrupted. An actor that fails or exceeds ``timeout`` is replaced
+        and its messages get error replies naming the region."""
         import ray
         from ray.exceptions import GetTimeoutError, RayError
 
         if self._closed:
             raise EngineError("the Ray pool is closed")
+        if self._offset and self._local is None:
+            raise EngineError("serve_locally() was not called before deliver()")
         env = {key: os.environ.get(key) for key in MIRRORED_ENV}
         shares = self.shares(items)
+        remote = {w: p for w, p in shares.items() if w >= self._offset}
         refs = {
-            w: self._actors[w].deliver.remote(
+            w: self._actors[w - self._offset].deliver.remote(
                 [to_bytes(items[i][2]) for i in positions],
                 [items[i][1] for i in positions],
                 env,
             )
-            for w, positions in shares.items()
+            for w, positions in remote.items()
         }
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[Message | None] = [None] * len(items)
-        for worker, positions in shares.items():
+        if self._local is not None and 0 in shares:  # meanwhile, this process's share
+            positions = shares[0]
+            replies = self._local.deliver(
+                [items[i][2] for i in positions], [items[i][1] for i in positions]
+            )
+            for i, reply in zip(positions, replies, strict=True):
+                out[i] = reply
+            self._home.update(dict.fromkeys(self._local.stateful(), 0))
+        for worker, positions in remote.items():
+            actor = worker - self._offset
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 replies, stateful = ray.get(refs[worker], timeout=left)
             except (GetTimeoutError, RayError) as exc:
                 hung = isinstance(exc, GetTimeoutError)
                 what = f"no reply within {timeout:g}s" if hung else f"failed: {exc}"
-                self._replace(worker, "hung" if hung else "died")
+                self._replace(actor, "hung" if hung else "died")
                 for i in positions:
                     _, region, message = items[i]
-                    out[i] = _error_reply(message, f"region {region}: Ray actor {worker} {what}")
+                    out[i] = _error_reply(message, f"region {region}: Ray actor {actor} {what}")
                 continue
             for i, data in zip(positions, replies, strict=True):
                 out[i] = from_bytes(data)
@@ -243,11 +285,13 @@ def ray_session(cfg: ExperimentConfig) -> Iterator[str | None]:
             "Ray is already initialised in this process; the cluster engine starts or attaches "
             "to Ray itself: call ray.shutdown() first, or use [engine] ray_address"
         )
+    from ray.job_config import JobConfig
+
     address = ray_address(cfg)
-    pythonpath = os.pathsep.join(p for p in sys.path if p)
-    runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     kwargs: dict[str, Any] = {
-        "runtime_env": runtime_env,
+        # The actors' sys.path gains this process's, as Ray adds a driver's script
+        # directory (a runtime_env with PYTHONPATH cost 0.6 s more per actor start).
+        "job_config": JobConfig(_py_driver_sys_path=[p for p in sys.path if p]),
         "include_dashboard": False,
         "log_to_driver": False,
     }
@@ -300,9 +344,16 @@ def run_cluster(
     cohort_ref = COHORT if cfg.client.cohort else None
     with ray_session(cfg) as address:
         workers = _workers(cfg)
+        in_process = address is None and workers > 1  # one machine: this process is worker 0
         if not quiet:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
-            print(f"cluster engine: {workers} Ray actor(s) on {where}", file=sys.stderr)
+            actors = (
+                f"{workers - 1} Ray actor(s) and this process"
+                if in_process
+                else (f"{workers} Ray actor(s)")
+            )
+            print(f"cluster engine: {actors} on {where}", file=sys.stderr)
+        threads = max(1, int(cfg.engine.client_cpus))
         with RayPool(
             workers,
             CLIENT_APP,
@@ -312,9 +363,20 @@ def run_cluster(
             gpus=cfg.engine.client_gpus,
             start_timeout=cfg.engine.connect_timeout,
             wait=False,
+            in_process=in_process,
         ) as pool:
             # The actors import TensorFlow and the ClientApp while this process imports
-            # the ServerApp (TensorFlow too): the two start-ups overlap.
+            # its own (the ClientApp brings TensorFlow, which the ServerApp needs too):
+            # the start-ups overlap.
+            if in_process:
+                set_threads(threads)
+            client_app = load_component(CLIENT_APP)
+            if in_process:
+                local = LocalNodes(
+                    client_app, load_component(cohort_ref) if cohort_ref else None, run_id=run_id
+                )
+                local.warn_after = cfg.experiment.round_timeout
+                pool.serve_locally(local)
             load_component(SERVER_APP)
             pool.wait_ready()
             pool.costs = {r: float(n) for r, n in region_sizes(cfg).items()}  # work ~ rows
