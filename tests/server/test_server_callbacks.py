@@ -230,3 +230,43 @@ def test_state_round_trips_and_a_resumed_run_continues(folder):
         )
     a, b = (checkpoint.load(r.run_dir / checkpoint.CHECKPOINT).monitor for r in (resumed, whole))
     assert _same(a["hooks"], b["hooks"]) and _same(a["counts"], b["counts"])
+
+
+def test_tensorboard_reads_a_rounds_scalars_as_tf_summary_scalar_writes_them(tmp_path):
+    """One Summary a round (one op): TensorBoard's own reader must see each value under
+    the scalars plugin, with the value and metadata ``tf.summary.scalar`` gives."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from fedglobal.server.callbacks.tensorboard import TensorBoardWriter
+
+    writer = TensorBoardWriter(tmp_path / "ours")
+    rows = [(1, "all", "test", "r2", 0.5), (1, "Asia/East", "train", "loss", 2.25)]
+    writer.write_round(1, rows=rows, norms={"dense/kernel": (3.0, None)}, scalars={"x/y": 7.0})
+    writer.write_round(2, rows=[(2, "all", "test", "r2", 0.75)])
+    writer.close()
+    reference = tf.summary.create_file_writer(str(tmp_path / "reference"))
+    with reference.as_default(step=1):
+        tf.summary.scalar("test/r2", 0.5)
+    reference.close()
+
+    def load(logdir):
+        acc = event_accumulator.EventAccumulator(
+            str(logdir), size_guidance={event_accumulator.TENSORS: 0}
+        )
+        acc.Reload()
+        return acc
+
+    ours, theirs = load(tmp_path / "ours" / "tensorboard"), load(tmp_path / "reference")
+    assert set(ours.PluginTagToContent("scalars")) == {
+        "test/r2",
+        "regions/train/loss/Asia/East",
+        "weight_norm/dense/kernel",
+        "x/y",
+    }
+    assert [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in ours.Tensors("test/r2")] == [
+        (1, 0.5),
+        (2, 0.75),
+    ]
+    assert ours.SummaryMetadata("test/r2") == theirs.SummaryMetadata("test/r2")
+    assert ours.Tensors("test/r2")[0].tensor_proto == theirs.Tensors("test/r2")[0].tensor_proto

@@ -33,10 +33,18 @@ import numpy as np
 from fedglobal.server.callbacks.base import RoundCallback, RoundOutcome, TrainRun
 from fedglobal.server.history import HistoryRecorder
 
-__all__ = ["TensorBoardLogging", "TensorBoardWriter", "launch_command", "read_scalars", "tag"]
+__all__ = [
+    "TensorBoardLogging",
+    "TensorBoardWriter",
+    "launch_command",
+    "read_scalars",
+    "scalars_summary",
+    "tag",
+]
 
 _UNSAFE = re.compile(r"[^\w./ ()=+-]")
 SUBDIR = "tensorboard"
+SCALARS_PLUGIN = "scalars"  # TensorBoard's scalar dashboard (tf.summary.scalar's plugin)
 
 
 def tag(*parts: str) -> str:
@@ -63,20 +71,25 @@ class TensorBoardWriter:
         norms: Mapping[str, tuple[float, float | None]] | None = None,
         scalars: Mapping[str, float] | None = None,
     ) -> None:
-        """Write the round's history rows, per-variable norms and other scalars."""
-        tf = self._tf
+        """Write the round's history rows, per-variable norms and other scalars.
+
+        All of them go out as one ``Summary`` (one event), with the value and
+        metadata ``tf.summary.scalar`` writes for each: one TensorFlow op a round
+        rather than one per scalar (the quickstart's ~170 scalars a round took
+        37 ms that way, 13% of its run).
+        """
+        values: list[tuple[str, float]] = []
+        for _, region, split, metric, value in rows:
+            name = tag(split, metric) if region == "all" else tag("regions", split, metric, region)
+            values.append((name, float(value)))
+        for variable, (weight_norm, update_norm) in (norms or {}).items():
+            values.append((tag("weight_norm", variable), float(weight_norm)))
+            if update_norm is not None:
+                values.append((tag("update_norm", variable), float(update_norm)))
+        values.extend((name, float(value)) for name, value in (scalars or {}).items())
+        summary = scalars_summary(values)
         with self._writer.as_default(step=server_round):
-            for _, region, split, metric, value in rows:
-                name = (
-                    tag(split, metric) if region == "all" else tag("regions", split, metric, region)
-                )
-                tf.summary.scalar(name, float(value))
-            for variable, (weight_norm, update_norm) in (norms or {}).items():
-                tf.summary.scalar(tag("weight_norm", variable), weight_norm)
-                if update_norm is not None:
-                    tf.summary.scalar(tag("update_norm", variable), update_norm)
-            for name, value in (scalars or {}).items():
-                tf.summary.scalar(name, float(value))
+            self._tf.summary.experimental.write_raw_pb(summary.SerializeToString())
         self._writer.flush()
 
     def close(self) -> None:
@@ -84,6 +97,32 @@ class TensorBoardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None  # type: ignore[assignment]
+
+
+def scalars_summary(values: Iterable[tuple[str, float]]) -> Any:
+    """A ``Summary`` proto of ``(tag, value)`` scalars, each as ``tf.summary.scalar``
+    writes it: a float32 tensor (its bytes) with the ``scalars`` plugin's metadata."""
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    metadata = tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name=SCALARS_PLUGIN)
+    )
+    scalar = tensor_shape_pb2.TensorShapeProto()
+    return tf.compat.v1.Summary(
+        value=[
+            tf.compat.v1.Summary.Value(
+                tag=name,
+                tensor=tensor_pb2.TensorProto(
+                    dtype=types_pb2.DT_FLOAT,
+                    tensor_shape=scalar,
+                    tensor_content=np.float32(value).astype("<f4").tobytes(),
+                ),
+                metadata=metadata,
+            )
+            for name, value in values
+        ]
+    )
 
 
 #: Metrics that are history rows too (written from the history, with each region's).
