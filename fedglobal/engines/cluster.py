@@ -52,6 +52,7 @@ from fedglobal.engines.pool import (
     MIRRORED_ENV,
     LocalNodes,
     balanced_shares,
+    deliver_locally,
     from_bytes,
     set_threads,
     to_bytes,
@@ -242,13 +243,7 @@ class RayPool:
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[Message | None] = [None] * len(items)
         if self._local is not None and 0 in shares:  # meanwhile, this process's share
-            positions = shares[0]
-            replies = self._local.deliver(
-                [items[i][2] for i in positions], [items[i][1] for i in positions]
-            )
-            for i, reply in zip(positions, replies, strict=True):
-                out[i] = reply
-            self._home.update(dict.fromkeys(self._local.stateful(), 0))
+            deliver_locally(self._local, items, shares[0], out, self._home)
         for worker, positions in remote.items():
             actor = worker - self._offset
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

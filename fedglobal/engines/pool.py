@@ -48,6 +48,7 @@ __all__ = [
     "WorkerPool",
     "apply_env",
     "balanced_shares",
+    "deliver_locally",
     "from_bytes",
     "set_threads",
     "to_bytes",
@@ -165,6 +166,22 @@ class LocalNodes:
                     reply = self._error(message, regions[i], exc)
             out.append(reply)
         return out
+
+
+def deliver_locally(
+    nodes: LocalNodes,
+    items: Sequence[tuple[int, str, Message]],
+    positions: Sequence[int],
+    out: list[Message | None],
+    home: dict[int, int],
+) -> None:
+    """Worker 0's share of a delivery, run by ``nodes`` in this process: the replies to
+    ``items[positions]`` go to ``out`` at the same positions, and the nodes now holding
+    state are noted in ``home`` as worker 0's (pools whose worker 0 is this process)."""
+    replies = nodes.deliver([items[i][2] for i in positions], [items[i][1] for i in positions])
+    for i, reply in zip(positions, replies, strict=True):
+        out[i] = reply
+    home.update(dict.fromkeys(nodes.stateful(), 0))
 
 
 # -- worker processes -----------------------------------------------------------------
@@ -452,13 +469,7 @@ class WorkerPool:
                 )
             deadline = None if timeout is None else time.monotonic() + timeout
             if self._local is not None and 0 in shares:  # meanwhile, this process's share
-                positions = shares[0]
-                replies = self._local.deliver(
-                    [items[i][2] for i in positions], [items[i][1] for i in positions]
-                )
-                for i, reply in zip(positions, replies, strict=True):
-                    out[i] = reply
-                self._home.update(dict.fromkeys(self._local.stateful(), 0))
+                deliver_locally(self._local, items, shares[0], out, self._home)
             for worker, positions in remote.items():
                 index = worker - offset
                 status, payload = self._reply_or_failure(index, deadline)
