@@ -276,7 +276,8 @@ class RayPool:
 
 class ClusterGrid(InProcessGrid):
     """:class:`~fedglobal.engines.inprocess.InProcessGrid` whose nodes live in Ray actors,
-    possibly on other machines: checkpoints do not collect their client state."""
+    possibly on other machines (and, on a local Ray, in this process too): checkpoints
+    do not collect their client state."""
 
     clients_are_local = False
 
