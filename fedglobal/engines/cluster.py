@@ -26,8 +26,8 @@ the actor holding it), the same messages serialized as Flower's protobuf.
   killed (``ray.kill``) and replaced; its regions get error replies naming it,
   as a worker process's do.
 - Every node needs the same environment (fedglobal importable at the same path;
-  actors get this process's ``sys.path`` as ``PYTHONPATH``) and the data at the
-  same path, or its regions' partitions (``parquet:DIR``).
+  actors get this process's ``sys.path``) and the data at the same path, or its
+  regions' partitions (``parquet:DIR``).
 """
 
 from __future__ import annotations
