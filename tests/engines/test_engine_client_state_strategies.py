@@ -4,28 +4,18 @@ the state lives in each node's ``context.state``, which Flower keeps per node.""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import fedglobal
+from tests.strategies.helpers import write_three_regions
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def csv(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    frames = []
-    for i, n in enumerate((30, 45, 21)):
-        x = rng.normal(size=(n, 3))
-        y = x @ np.array([1.5, -2.0, 0.5]) + i + 0.1 * rng.normal(size=n)
-        frames.append(
-            pd.DataFrame({"r": f"r{i}", "a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y})
-        )
-    path = tmp_path_factory.mktemp("state") / "rows.csv"
-    pd.concat(frames).to_csv(path, index=False)
-    return path
+    return write_three_regions(tmp_path_factory.mktemp("state") / "rows.csv")
 
 
 @pytest.mark.parametrize("strategy", ["scaffold", "ditto"])

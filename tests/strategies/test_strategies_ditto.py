@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 from flwr.app import ConfigRecord
 
 import fedglobal
@@ -17,6 +16,7 @@ from fedglobal.models import build_model
 from strategies import Ditto, FedAvg
 from strategies.ditto import LAMBDA_KEY, PERSONAL_KEY
 from strategies.errors import InvalidParameterError
+from tests.strategies.helpers import sgd_by_hand
 from tests.strategies.test_strategies_catalogue import (
     NodesOnlyGrid,
     configure,
@@ -72,18 +72,12 @@ def test_personal_step_golden_against_manual_gradients(csv):  # noqa: F811
     lam, lr = 0.8, 0.1
     ours = client.fit(personal, 1, proximal_mu=lam, proximal_anchor=global_weights).weights
 
-    plain = build_model(cfg.model, schema)
-    plain.set_weights([personal[v.path] for v in plain.weights])
-    x = tf.constant(client.arrays.x_train)
-    y = tf.constant(client.arrays.y_train.reshape(-1, 1), dtype=tf.float32)
-    for _ in range(2):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(plain(x, training=True) - y))
-        grads = tape.gradient(loss, plain.trainable_variables)
-        for v, g in zip(plain.trainable_variables, grads, strict=True):
-            v.assign(v - lr * (g + lam * (v - global_weights[v.path])))
-    for v in plain.trainable_variables:
-        np.testing.assert_allclose(ours[v.path], v.numpy(), rtol=1e-5, atol=1e-6)
+    towards_global = {"lr": lr, "extra": lambda v: lam * (v - global_weights[v.path])}
+    manual = sgd_by_hand(
+        build_model(cfg.model, schema), personal, client.arrays, steps=2, **towards_global
+    )
+    for path, value in manual.items():
+        np.testing.assert_allclose(ours[path], value, rtol=1e-5, atol=1e-6)
     # the anchor matters: anchored at the start (FedProx) is another step
     fedprox = client.fit(personal, 1, proximal_mu=lam).weights
     assert any(not np.allclose(fedprox[n], ours[n], atol=1e-4) for n in ours)

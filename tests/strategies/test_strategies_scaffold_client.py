@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 import fedglobal
@@ -20,23 +19,14 @@ from fedglobal.config import load_config
 from fedglobal.models import build_model
 from fedglobal.protocol import from_record, to_record
 from strategies.client_metrics import LOCAL_STEPS
+from tests.strategies.helpers import sgd_by_hand, write_three_regions
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 @pytest.fixture(scope="module")
 def csv(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    frames = []
-    for i, n in enumerate((30, 45, 21)):
-        x = rng.normal(size=(n, 3))
-        y = x @ np.array([1.5, -2.0, 0.5]) + i + 0.1 * rng.normal(size=n)
-        frames.append(
-            pd.DataFrame({"r": f"r{i}", "a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y})
-        )
-    path = tmp_path_factory.mktemp("scaffold") / "rows.csv"
-    pd.concat(frames).to_csv(path, index=False)
-    return path
+    return write_three_regions(tmp_path_factory.mktemp("scaffold") / "rows.csv")
 
 
 def setup(csv, **client):
@@ -74,18 +64,11 @@ def test_corrected_step_golden_against_manual_gradients(csv):
     start, correction = start_and_correction(client)
     ours = client.fit(start, 1, correction=correction).weights
 
-    plain = build_model(cfg.model, schema)
-    plain.set_weights([start[v.path] for v in plain.weights])
-    x = tf.constant(client.arrays.x_train)
-    y = tf.constant(client.arrays.y_train.reshape(-1, 1), dtype=tf.float32)
-    for _ in range(2):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(plain(x, training=True) - y))
-        grads = tape.gradient(loss, plain.trainable_variables)
-        for v, g in zip(plain.trainable_variables, grads, strict=True):
-            v.assign(v - 0.1 * (g + correction[v.path]))
-    for v in plain.trainable_variables:
-        np.testing.assert_allclose(ours[v.path], v.numpy(), rtol=1e-5, atol=1e-6)
+    model = build_model(cfg.model, schema)
+    step = {"steps": 2, "lr": 0.1, "extra": lambda v: correction[v.path]}
+    manual = sgd_by_hand(model, start, client.arrays, **step)
+    for path, value in manual.items():
+        np.testing.assert_allclose(ours[path], value, rtol=1e-5, atol=1e-6)
     # no correction: plain training again (the term is off, an exact zero)
     again = client.fit(start, 1).weights
     without = client.fit(start, 1, correction=None).weights
